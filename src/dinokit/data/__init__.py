@@ -1,0 +1,1 @@
+"""Reading image folders and preprocessing images."""
