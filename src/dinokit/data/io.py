@@ -1,0 +1,108 @@
+"""Opening one image file robustly: fully decoded, upright, RGB, or a typed error.
+
+The decompression-bomb guard of PIL stays on: an image above ``PIL.Image.MAX_IMAGE_PIXELS``
+(PIL's warning threshold) is refused with a clear reason instead of a warning; set that
+attribute (or ``None``) to change the limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from dinokit.data.modes import to_rgb
+
+logger = logging.getLogger(__name__)
+
+
+class ImageReadError(Exception):
+    """An image file that cannot be used.
+
+    Attributes:
+        path: The file, as given.
+        reason: Why, in a few words (``"empty file (0 bytes)"``, ``"truncated or corrupt
+            data: ..."``, ``"not an image (format not recognised)"``, ``"too large: ..."``).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = " ".join(reason.split())  # one line, whatever PIL said
+        super().__init__(f"cannot read image {self.path}: {self.reason}")
+
+    def __reduce__(self) -> tuple[type[ImageReadError], tuple[str, str]]:
+        # Exceptions are pickled through their args; ours has two named ones.
+        return (type(self), (self.path, self.reason))
+
+
+def open_image(path: str | os.PathLike[str], *, draft_size: int | None = None) -> Image.Image:
+    """Opens an image file as a fully decoded, upright ``RGB`` image.
+
+    Steps: refuse empty files; open with PIL (decompression-bomb guard on, its warning made an
+    error); for a JPEG with ``draft_size``, let the decoder downscale by 1/2, 1/4 or 1/8 while
+    both sides stay >= ``draft_size`` (so the short side keeps at least ``draft_size`` pixels);
+    decode fully (so truncated files fail here, not in a later transform); apply the EXIF
+    orientation; convert to RGB with :func:`dinokit.data.modes.to_rgb` (transparency over
+    white, 16-bit and float greyscale scaled to 8 bits). Multi-frame files give their first
+    frame.
+
+    Args:
+        path: The image file.
+        draft_size: Smallest short side (pixels) the caller needs, or ``None`` to decode at
+            full size. Only JPEGs are affected.
+
+    Returns:
+        An ``RGB`` image independent of the file (the file is closed).
+
+    Raises:
+        ImageReadError: The file is missing, empty, not an image, truncated or corrupt, too
+            large, or of a mode that cannot be converted.
+    """
+    name = os.fspath(path)
+    if draft_size is not None and draft_size < 1:
+        raise ValueError(f"draft_size must be a positive number of pixels, got {draft_size}")
+    try:
+        if os.path.getsize(name) == 0:
+            raise ImageReadError(name, "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(name) as opened:
+                if draft_size is not None and opened.format == "JPEG":
+                    opened.draft("RGB", (draft_size, draft_size))
+                opened.load()
+                upright = _exif_upright(opened)
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageReadError(
+            name, f"too large (decompression-bomb guard, PIL.Image.MAX_IMAGE_PIXELS): {error}"
+        ) from error
+    except UnidentifiedImageError as error:
+        raise ImageReadError(name, "not an image (format not recognised)") from error
+    except FileNotFoundError as error:
+        raise ImageReadError(name, "file not found") from error
+    except PermissionError as error:
+        raise ImageReadError(name, "permission denied") from error
+    except MemoryError as error:
+        raise ImageReadError(name, "too large (out of memory while decoding)") from error
+    except OSError as error:  # PIL's "image file is truncated", "broken data stream", ...
+        raise ImageReadError(name, f"truncated or corrupt data: {error}") from error
+    except Exception as error:  # corrupt headers surface as many types (SyntaxError, ...)
+        raise ImageReadError(name, f"corrupt data: {type(error).__name__}: {error}") from error
+    try:
+        return to_rgb(upright)
+    except ValueError as error:
+        raise ImageReadError(name, f"unsupported image mode {upright.mode}: {error}") from error
+
+
+def _exif_upright(image: Image.Image) -> Image.Image:
+    """A copy of ``image`` rotated/flipped by its EXIF orientation (unchanged if unreadable)."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception as error:  # a broken EXIF block must not make the pixels unusable
+        logger.debug(
+            "ignoring unreadable EXIF orientation of %s: %s", getattr(image, "filename", "?"), error
+        )
+        return image.copy()
