@@ -1,1 +1,43 @@
-"""The DINO method as building blocks (Caron et al., 2021, facebookresearch/dino)."""
+"""The DINO method as building blocks (Caron et al., 2021, facebookresearch/dino).
+
+Projection head, loss with centring and temperature schedule, EMA teacher, per-step
+schedules and multi-crop augmentation; the training loop that uses them lives in
+``dinokit.train``.
+"""
+
+from dinokit.dino.collapse import collapse_signature
+from dinokit.dino.ema import disable_drop_path, make_teacher, update_teacher
+from dinokit.dino.head import (
+    DINOHead,
+    cancel_last_layer_gradients,
+    convert_legacy_head_state_dict,
+    to_legacy_head_state_dict,
+)
+from dinokit.dino.loss import DINOLoss, teacher_temperature
+from dinokit.dino.multicrop import MultiCropTransform
+from dinokit.dino.schedules import (
+    cosine_schedule,
+    lr_schedule,
+    scaled_lr,
+    teacher_momentum_schedule,
+    weight_decay_schedule,
+)
+
+__all__ = [
+    "DINOHead",
+    "DINOLoss",
+    "MultiCropTransform",
+    "cancel_last_layer_gradients",
+    "collapse_signature",
+    "convert_legacy_head_state_dict",
+    "cosine_schedule",
+    "disable_drop_path",
+    "lr_schedule",
+    "make_teacher",
+    "scaled_lr",
+    "teacher_momentum_schedule",
+    "teacher_temperature",
+    "to_legacy_head_state_dict",
+    "update_teacher",
+    "weight_decay_schedule",
+]
