@@ -1,0 +1,54 @@
+"""The ``dinokit`` command: parses arguments, builds a config, calls one library function.
+
+Each subcommand lives in its own module with ``add_parser(subparsers)`` and ``run(args)``.
+Nothing here touches the network or loads a model while building the parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import env_cmd, models_cmd
+
+_COMMANDS = (models_cmd, env_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="dinokit",
+        description="Fine-tune DINO-family ViTs on your images and use their embeddings.",
+    )
+    parser.add_argument("--version", action="version", version=f"dinokit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in _COMMANDS:
+        command.add_parser(subparsers)
+    return parser
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``dinokit`` and ``python -m dinokit``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        code: int = args.run(args)
+    except KeyboardInterrupt:
+        logging.getLogger("dinokit").error("interrupted")
+        return 130
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        logging.getLogger("dinokit").error("%s", exc)
+        return 2
+    return code

@@ -1,0 +1,38 @@
+"""``dinokit env``: versions, CPU features, CUDA devices and the weight caches searched."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the subcommand."""
+    parser = subparsers.add_parser("env", help="describe this machine and the caches searched")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the environment report."""
+    from ..env import environment_report
+
+    report = environment_report()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    width = max(len(key) for key in report)
+    for key, value in report.items():
+        if isinstance(value, list):
+            value = (
+                ", ".join(
+                    " ".join(f"{k}={v}" for k, v in item.items())
+                    if isinstance(item, dict)
+                    else item
+                    for item in value
+                )
+                or "none"
+            )
+        print(f"{key.ljust(width)}  {value}")
+    return 0

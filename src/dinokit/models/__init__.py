@@ -1,0 +1,21 @@
+"""Backbones: the registry, building by name, weights of every official layout, export."""
+
+from .backbone import Backbone, Features, build_vit
+from .config import BackboneConfig, Preprocessing, WeightsSource
+from .export import save_backbone
+from .factory import create_backbone, load
+from .registry import get_config, list_backbones
+
+__all__ = [
+    "Backbone",
+    "BackboneConfig",
+    "Features",
+    "Preprocessing",
+    "WeightsSource",
+    "build_vit",
+    "create_backbone",
+    "get_config",
+    "list_backbones",
+    "load",
+    "save_backbone",
+]

@@ -1,0 +1,155 @@
+"""Frozen descriptions of a backbone: architecture, preprocessing and official weights.
+
+A :class:`BackboneConfig` travels with the weights (in exported files and checkpoints), so
+a model rebuilt from it preprocesses images the way it was trained (the timm
+``PretrainedCfg`` idea).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Family = Literal["dino", "dinov2", "timm", "test"]
+MlpKind = Literal["mlp", "swiglu"]
+
+# ImageNet statistics used by DINO and DINOv2 for training and evaluation.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+# DINO's evaluation resizes the short side to 256 then centre-crops 224 (eval_knn.py).
+DINO_CROP_PCT = 224 / 256
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images are turned into model inputs at evaluation time.
+
+    Attributes:
+        size: Side of the square input (or the short side in ``native`` mode), pixels.
+        mean: Per-channel mean used to normalise RGB values in [0, 1].
+        std: Per-channel standard deviation.
+        interpolation: Resampling filter name (``bicubic``, ``bilinear``...).
+        crop_pct: ``size / resize`` ratio of the ``center-crop`` mode.
+        mode: Default preprocessing mode (``center-crop``, ``resize``, ``letterbox``, ``native``).
+    """
+
+    size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bicubic"
+    crop_pct: float = DINO_CROP_PCT
+    mode: str = "center-crop"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        _check_keys(cls, data)
+        values = dict(data)
+        for key in ("mean", "std"):
+            if key in values:
+                values[key] = tuple(float(v) for v in values[key])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where the official pretrained weights of a backbone live.
+
+    Attributes:
+        file_name: File name in the torch hub cache (``$TORCH_HOME/hub/checkpoints``).
+        url: Official download address.
+        hf_repo: Hugging Face repository holding the same weights in timm's layout.
+        licence: Licence of the weights.
+    """
+
+    file_name: str
+    url: str
+    hf_repo: str | None = None
+    licence: str = "Apache-2.0"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Everything needed to build a ViT backbone and feed it images.
+
+    Attributes:
+        name: Registered name (``dino_vits16``) or ``timm:<model name>``.
+        family: ``dino`` (DINO v1), ``dinov2``, ``timm`` or ``test``.
+        embed_dim: Token width D.
+        depth: Number of transformer blocks.
+        num_heads: Attention heads per block.
+        patch_size: Side of a square patch, pixels.
+        pos_embed_size: Image side the learned positional embedding grid was made for
+            (224 for DINO, 518 for DINOv2: 37 x 37 positions); other sizes interpolate.
+        mlp_ratio: Hidden width of the MLP over ``embed_dim``.
+        mlp: ``mlp`` (GELU MLP) or ``swiglu`` (DINOv2 g/14).
+        layer_scale: LayerScale initial value (DINOv2), or None.
+        reg_tokens: Number of register tokens (DINOv2 ``_reg`` variants).
+        preprocessing: Evaluation preprocessing that goes with the weights.
+        weights: Official weights, or None when there are none.
+        timm_name: timm model name for ``timm:`` backbones.
+        description: One line for ``dinokit models``.
+    """
+
+    name: str
+    family: Family
+    embed_dim: int
+    depth: int
+    num_heads: int
+    patch_size: int
+    pos_embed_size: int = 224
+    mlp_ratio: float = 4.0
+    mlp: MlpKind = "mlp"
+    layer_scale: float | None = None
+    reg_tokens: int = 0
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    weights: WeightsSource | None = None
+    timm_name: str | None = None
+    description: str = ""
+
+    @property
+    def architecture(self) -> str:
+        """Short architecture label such as ``ViT-S/16`` or ``ViT-g/14+reg4``."""
+        widths = {192: "Ti", 384: "S", 768: "B", 1024: "L", 1536: "g"}
+        size = widths.get(self.embed_dim, f"{self.embed_dim}d")
+        label = f"ViT-{size}/{self.patch_size}"
+        return f"{label}+reg{self.reg_tokens}" if self.reg_tokens else label
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy (stored in exported files and checkpoints)."""
+        data = dataclasses.asdict(self)
+        data["preprocessing"] = self.preprocessing.to_dict()
+        data["weights"] = self.weights.to_dict() if self.weights else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackboneConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        _check_keys(cls, data)
+        values = dict(data)
+        values["preprocessing"] = Preprocessing.from_dict(values.get("preprocessing") or {})
+        weights = values.get("weights")
+        values["weights"] = WeightsSource(**weights) if weights else None
+        return cls(**values)
+
+    def with_preprocessing(self, **changes: Any) -> BackboneConfig:
+        """A copy with some preprocessing fields replaced."""
+        return dataclasses.replace(
+            self, preprocessing=dataclasses.replace(self.preprocessing, **changes)
+        )
+
+
+def _check_keys(cls: type, data: dict[str, Any]) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys: {sorted(known)}")

@@ -1,0 +1,147 @@
+"""The one door to a backbone: :func:`create_backbone` by name, :func:`load` by name or file."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import torch
+
+from .backbone import Backbone, build_vit
+from .config import BackboneConfig
+from .registry import TIMM_PREFIX, get_config, list_backbones
+from .weights import read_weights, resolve_official_weights
+from .weights.convert import load_backbone_state, to_timm_layout
+from .weights.files import WeightsFile
+
+logger = logging.getLogger(__name__)
+
+NO_WEIGHTS = "none"
+
+
+def create_backbone(
+    name: str,
+    *,
+    weights: str | Path | None = None,
+    branch: str = "teacher",
+    drop_path_rate: float = 0.0,
+) -> Backbone:
+    """Build a named backbone and fill its weights.
+
+    Args:
+        name: A registered name (see :func:`list_backbones`) or ``timm:<timm ViT name>``.
+        weights: ``None`` for the official pretrained weights (cache first, then download),
+            ``"none"`` for random initialisation, or a path to a weights file of any layout
+            :func:`~dinokit.models.weights.read_weights` reads.
+        branch: ``teacher`` or ``student`` for files that hold both.
+        drop_path_rate: Stochastic depth rate (for training students).
+
+    Returns:
+        The backbone in training mode (``model.eval()`` before inference).
+    """
+    config = get_config(name)
+    backbone = Backbone(build_vit(config, drop_path_rate=drop_path_rate), config)
+    if isinstance(weights, str) and weights.lower() == NO_WEIGHTS:
+        return backbone
+    if weights is None:
+        if config.weights is None:
+            logger.info("%s has no official weights: random initialisation", name)
+            return backbone
+        weights = resolve_official_weights(config)
+    fill_backbone(backbone, read_weights(weights, branch=branch))
+    return backbone
+
+
+def fill_backbone(backbone: Backbone, weights_file: WeightsFile) -> None:
+    """Load the backbone part of a weights file into ``backbone`` (strict, checked)."""
+    load_backbone_state(backbone.vit, weights_file.backbone, source=str(weights_file.path))
+    backbone.source = str(weights_file.path)
+    logger.info("loaded %s weights from %s", weights_file.layout, weights_file.path)
+
+
+def infer_config(weights_file: WeightsFile) -> BackboneConfig:
+    """Find the registered backbone whose architecture matches a state dict.
+
+    Raises:
+        ValueError: no registered backbone has this shape; the caller should name one.
+    """
+    meta = weights_file.metadata.get("backbone")
+    if isinstance(meta, dict):
+        return BackboneConfig.from_dict(meta)
+    sd = to_timm_layout(weights_file.backbone)
+    try:
+        dim = int(sd["cls_token"].shape[-1])
+        patch = int(sd["patch_embed.proj.weight"].shape[-1])
+    except KeyError:
+        raise ValueError(
+            f"{weights_file.path}: not a ViT state dict dinokit recognises "
+            "(no cls_token / patch_embed.proj.weight)"
+        ) from None
+    depth = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k)))
+    regs = int(sd["reg_token"].shape[1]) if "reg_token" in sd else 0
+    layer_scale = "blocks.0.ls1.gamma" in sd
+    for name in list_backbones():
+        cfg = get_config(name)
+        shape = (cfg.embed_dim, cfg.patch_size, cfg.depth, cfg.reg_tokens)
+        if shape == (dim, patch, depth, regs) and (cfg.layer_scale is not None) == layer_scale:
+            return cfg
+    raise ValueError(
+        f"{weights_file.path}: no registered backbone is a ViT with width {dim}, patch {patch}, "
+        f"{depth} blocks and {regs} registers; pass --model NAME (or timm:<name>) with it"
+    )
+
+
+def load(
+    model: str | Path,
+    *,
+    weights: str | Path | None = None,
+    branch: str = "teacher",
+    device: str | torch.device | None = None,
+) -> Backbone:
+    """A ready backbone (eval mode) from a name, a run folder, or a weights file.
+
+    Args:
+        model: A registered name or ``timm:<name>``; a training run folder (its
+            ``<branch>.safetensors``, else its last checkpoint); an exported dinokit
+            ``.safetensors``; or any weights file of a known layout (the architecture is
+            recognised from the tensors).
+        weights: With a name: as in :func:`create_backbone`.
+        branch: ``teacher`` (default, recommended by DINO's authors) or ``student``.
+        device: Where to put the model (default CPU).
+
+    Raises:
+        FileNotFoundError: ``model`` is neither a known name nor an existing path.
+    """
+    spec = str(model)
+    path = Path(spec).expanduser()
+    if path.exists():
+        backbone = _load_path(path, branch=branch)
+    elif spec.startswith(TIMM_PREFIX) or spec in list_backbones():
+        backbone = create_backbone(spec, weights=weights, branch=branch)
+    else:
+        valid = ", ".join(list_backbones())
+        raise FileNotFoundError(
+            f"{spec}: no such file or folder, and not a backbone name (valid names: {valid})"
+        )
+    backbone.eval()
+    if device is not None:
+        backbone.to(device)
+    return backbone
+
+
+def _load_path(path: Path, *, branch: str) -> Backbone:
+    if path.is_dir():
+        candidates = [path / f"{branch}.safetensors", path / "checkpoints" / "last.pt"]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise FileNotFoundError(
+                f"{path}: a folder without {branch}.safetensors or checkpoints/last.pt; "
+                "is it a dinokit run folder?"
+            )
+        path = found
+    weights_file = read_weights(path, branch=branch)
+    config = infer_config(weights_file)
+    backbone = Backbone(build_vit(config), config)
+    fill_backbone(backbone, weights_file)
+    return backbone

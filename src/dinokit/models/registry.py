@@ -1,0 +1,128 @@
+"""The registry of named backbones: DINO v1, DINOv2 (+ registers), any timm ViT, a test ViT.
+
+Names and weight files follow the official torch.hub entry points of
+facebookresearch/dino and facebookresearch/dinov2.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .config import BackboneConfig, Preprocessing, WeightsSource
+
+logger = logging.getLogger(__name__)
+
+TIMM_PREFIX = "timm:"
+_DINO_URL = "https://dl.fbaipublicfiles.com/dino"
+_DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2"
+_REGISTRY: dict[str, BackboneConfig] = {}
+
+
+def register(config: BackboneConfig) -> BackboneConfig:
+    """Add a backbone to the registry (names are unique)."""
+    if config.name in _REGISTRY:
+        raise ValueError(f"backbone {config.name!r} is already registered")
+    _REGISTRY[config.name] = config
+    return config
+
+
+def list_backbones() -> list[str]:
+    """Names of every registered backbone, in registration order.
+
+    Any timm ViT is also available as ``timm:<timm model name>``.
+    """
+    return list(_REGISTRY)
+
+
+def get_config(name: str) -> BackboneConfig:
+    """The config of a registered backbone or of ``timm:<name>``.
+
+    Raises:
+        ValueError: unknown name; the message lists the valid ones.
+    """
+    if name.startswith(TIMM_PREFIX):
+        from .timm_config import timm_backbone_config
+
+        return timm_backbone_config(name[len(TIMM_PREFIX) :])
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        valid = ", ".join(_REGISTRY)
+        raise ValueError(
+            f"unknown backbone {name!r}; valid names: {valid}, or timm:<timm ViT name>"
+        ) from None
+
+
+def _dino(name: str, dim: int, heads: int, patch: int, file_stem: str, timm_id: str) -> None:
+    register(
+        BackboneConfig(
+            name=name,
+            family="dino",
+            embed_dim=dim,
+            depth=12,
+            num_heads=heads,
+            patch_size=patch,
+            pos_embed_size=224,
+            weights=WeightsSource(
+                file_name=f"{file_stem}.pth",
+                url=f"{_DINO_URL}/{file_stem}/{file_stem}.pth",
+                hf_repo=f"timm/{timm_id}",
+            ),
+            description="DINO v1 (Caron et al. 2021), ImageNet-1k self-supervised",
+        )
+    )
+
+
+def _dinov2(size: str, dim: int, depth: int, heads: int, reg: bool) -> None:
+    suffix = "_reg" if reg else ""
+    timm_size = {"s": "small", "b": "base", "l": "large", "g": "giant"}[size]
+    stem = f"dinov2_vit{size}14{'_reg4' if reg else ''}_pretrain"
+    register(
+        BackboneConfig(
+            name=f"dinov2_vit{size}14{suffix}",
+            family="dinov2",
+            embed_dim=dim,
+            depth=depth,
+            num_heads=heads,
+            patch_size=14,
+            # The official DINOv2 positional embedding has 1 + 37 * 37 positions (518 px).
+            pos_embed_size=518,
+            # g/14 uses a fused SwiGLU MLP whose hidden width is 4096 = 8/3 * 1536 rounded.
+            mlp="swiglu" if size == "g" else "mlp",
+            layer_scale=1e-5,
+            reg_tokens=4 if reg else 0,
+            weights=WeightsSource(
+                file_name=f"{stem}.pth",
+                url=f"{_DINOV2_URL}/dinov2_vit{size}14/{stem}.pth",
+                hf_repo=f"timm/vit_{timm_size}_patch14{'_reg4' if reg else ''}_dinov2.lvd142m",
+            ),
+            description="DINOv2 (Oquab et al. 2023), LVD-142M self-supervised"
+            + (", 4 registers (Darcet et al. 2024)" if reg else ""),
+        )
+    )
+
+
+_dino("dino_vits16", 384, 6, 16, "dino_deitsmall16_pretrain", "vit_small_patch16_224.dino")
+_dino("dino_vits8", 384, 6, 8, "dino_deitsmall8_pretrain", "vit_small_patch8_224.dino")
+_dino("dino_vitb16", 768, 12, 16, "dino_vitbase16_pretrain", "vit_base_patch16_224.dino")
+_dino("dino_vitb8", 768, 12, 8, "dino_vitbase8_pretrain", "vit_base_patch8_224.dino")
+for _reg in (False, True):
+    _dinov2("s", 384, 12, 6, _reg)
+    _dinov2("b", 768, 12, 12, _reg)
+    _dinov2("l", 1024, 24, 16, _reg)
+    _dinov2("g", 1536, 40, 24, _reg)
+
+# A tiny ViT (~0.2 M parameters) for tests and the offline demo; it has no official weights.
+register(
+    BackboneConfig(
+        name="vit_test",
+        family="test",
+        embed_dim=64,
+        depth=4,
+        num_heads=4,
+        patch_size=8,
+        pos_embed_size=64,
+        preprocessing=Preprocessing(size=64),
+        description="tiny test ViT, random init (tests and demos)",
+    )
+)

@@ -1,0 +1,215 @@
+"""Reading weight files safely and recognising their layout.
+
+Layouts read (auto-detected):
+
+* official DINO v1 backbone ``.pth`` (bare ViT keys, facebookresearch/dino);
+* official DINO v1 full checkpoint (``student``/``teacher`` with ``module.``/``backbone.``/
+  ``head.`` prefixes, legacy weight-norm head keys, ``dino_loss.center``, ``args``);
+* official DINOv2 hub ``.pth`` (``mask_token``, LayerScale, registers, SwiGLU);
+* timm / Hugging Face ``model.safetensors`` or ``pytorch_model.bin``;
+* dinokit exports (``.safetensors`` with dinokit metadata) and training checkpoints.
+
+``torch.load`` always runs with ``weights_only=True``: a pickle that would import code is
+refused, never executed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .convert import StateDict, clean_state_dict, split_backbone_head
+
+logger = logging.getLogger(__name__)
+
+DINOKIT_METADATA_KEY = "dinokit"
+BRANCHES = ("teacher", "student")
+
+
+class UnsafeCheckpointError(ValueError):
+    """A pickle that needs code outside the weights-only allow-list to load."""
+
+
+@dataclass
+class WeightsFile:
+    """The parts of a weights file dinokit uses.
+
+    Attributes:
+        path: The file.
+        layout: ``dino-backbone``, ``dino-full-checkpoint``, ``dinov2``, ``timm``,
+            ``dinokit-export`` or ``dinokit-checkpoint``.
+        backbone: Backbone state dict (wrapper prefixes removed, DINOv2 keys as in the file).
+        head: DINO projection-head state dict (reference key names), empty when absent.
+        center: (1, K) DINO loss centre, when the file has one.
+        branch: ``teacher`` or ``student`` for files that hold both, else None.
+        metadata: Extra information (dinokit header, the reference ``args``, ``epoch``).
+    """
+
+    path: Path
+    layout: str
+    backbone: StateDict
+    head: StateDict = field(default_factory=dict)
+    center: Tensor | None = None
+    branch: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _allowed_globals() -> list[Any]:
+    # argparse.Namespace: the ``args`` entry of official DINO checkpoints. NumPy scalars and
+    # their dtypes: the reference writes numpy float64 learning rates into optimizer param
+    # groups. These only build data; none can run code.
+    try:
+        multiarray = importlib.import_module("numpy._core.multiarray")
+    except ImportError:  # NumPy 1.x
+        multiarray = importlib.import_module("numpy.core.multiarray")
+    scalar = multiarray.scalar
+    allowed: list[Any] = [
+        argparse.Namespace,
+        np.dtype,
+        (scalar, "numpy.core.multiarray.scalar"),
+        (scalar, "numpy._core.multiarray.scalar"),
+    ]
+    for name in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType"):
+        allowed.append((getattr(np.dtypes, name), f"numpy.dtypes.{name}"))
+    return allowed
+
+
+def safe_torch_load(path: str | Path) -> Any:
+    """``torch.load`` with ``weights_only=True`` and a small allow-list, on the CPU.
+
+    Raises:
+        UnsafeCheckpointError: unpickling would need other code (named in the message).
+        ValueError: the file is not a readable torch file.
+    """
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_allowed_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UnsafeCheckpointError(
+            f"{path}: refused to load: unpickling it would run code outside the weights-only "
+            f"allow-list ({reason}). Re-save only the tensors (torch.save(model.state_dict()))"
+            " or convert the file to .safetensors"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(
+            f"{path}: not a readable PyTorch weights file ({exc}); is it complete?"
+        ) from None
+
+
+def _to_plain(value: Any) -> Any:
+    """JSON-friendly copy of checkpoint metadata (Namespace -> dict, numbers -> float)."""
+    if isinstance(value, argparse.Namespace):
+        value = vars(value)
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _read_safetensors(path: Path) -> WeightsFile:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata() or {}
+    tensors = load_file(str(path), device="cpu")
+    if DINOKIT_METADATA_KEY in header:
+        meta = json.loads(header[DINOKIT_METADATA_KEY])
+        return WeightsFile(
+            path, "dinokit-export", tensors, branch=meta.get("branch"), metadata=meta
+        )
+    return WeightsFile(path, "timm", clean_state_dict(tensors))
+
+
+def _pick_branch(obj: dict[str, Any], branch: str, path: Path) -> StateDict:
+    if branch not in BRANCHES:
+        raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
+    value = obj.get(branch)
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: this checkpoint has no {branch!r} weights")
+    return value
+
+
+def _read_full_checkpoint(obj: dict[str, Any], path: Path, branch: str) -> WeightsFile:
+    backbone, head = split_backbone_head(_pick_branch(obj, branch, path))
+    loss_state = obj.get("dino_loss")
+    center = loss_state.get("center") if isinstance(loss_state, dict) else None
+    meta = {"epoch": _to_plain(obj.get("epoch")), "args": _to_plain(obj.get("args"))}
+    return WeightsFile(
+        path, "dino-full-checkpoint", backbone, head, center, branch=branch, metadata=meta
+    )
+
+
+def _read_dinokit_checkpoint(obj: dict[str, Any], path: Path, branch: str) -> WeightsFile:
+    part = _pick_branch(obj, branch, path)
+    loss_state = obj.get("loss")
+    center = loss_state.get("center") if isinstance(loss_state, dict) else None
+    return WeightsFile(
+        path,
+        "dinokit-checkpoint",
+        dict(part["backbone"]),
+        dict(part.get("head", {})),
+        center,
+        branch=branch,
+        metadata=dict(obj.get(DINOKIT_METADATA_KEY, {})),
+    )
+
+
+def read_weights(path: str | Path, *, branch: str = "teacher") -> WeightsFile:
+    """Read any supported weights file.
+
+    Args:
+        path: The file (``.pth``, ``.pt``, ``.bin``, ``.ckpt`` or ``.safetensors``).
+        branch: For files holding a teacher and a student: which one (DINO's authors
+            recommend the teacher).
+
+    Raises:
+        FileNotFoundError: no such file.
+        UnsafeCheckpointError: a pickle that would run code.
+        ValueError: an unrecognised layout.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    obj = safe_torch_load(path)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    if DINOKIT_METADATA_KEY in obj and "teacher" in obj:
+        return _read_dinokit_checkpoint(obj, path, branch)
+    if "teacher" in obj or "student" in obj:
+        return _read_full_checkpoint(obj, path, branch)
+    for wrapper_key in ("state_dict", "model"):
+        if isinstance(obj.get(wrapper_key), dict):
+            obj = obj[wrapper_key]
+            break
+    tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+    if not tensors:
+        raise ValueError(f"{path}: holds no tensors: not a weights file dinokit knows")
+    if len(tensors) != len(obj):
+        others = sorted(k for k in obj if k not in tensors)
+        raise ValueError(f"{path}: unexpected non-tensor entries {others[:10]}")
+    backbone, head = split_backbone_head(tensors)
+    dinov2_keys = ("mask_token", "register_tokens")
+    layout = "dinov2" if any(k in backbone for k in dinov2_keys) else "dino-backbone"
+    if path.name in ("pytorch_model.bin",):
+        layout = "timm"
+    return WeightsFile(path, layout, backbone, head)

@@ -1,0 +1,157 @@
+"""Finding official weights offline first: explicit file, torch hub cache, HF cache, download.
+
+The download path is real (it works for users with a network); without one, the failure
+is immediate and says which file to put where.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from ..config import BackboneConfig
+
+logger = logging.getLogger(__name__)
+
+OFFLINE_ENV = "DINOKIT_OFFLINE"
+_CONNECT_TIMEOUT_S = 3.0
+_READ_TIMEOUT_S = 60.0
+
+
+class OfflineWeightsError(FileNotFoundError):
+    """Official weights are not on disk and cannot be downloaded."""
+
+
+def torch_hub_checkpoint_dir() -> Path:
+    """``$TORCH_HOME/hub/checkpoints`` (default ``~/.cache/torch/hub/checkpoints``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache (``$HF_HUB_CACHE``, ``$HF_HOME/hub`` or the default)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
+
+
+def search_dirs() -> list[Path]:
+    """Folders searched for official weights, in order."""
+    return [torch_hub_checkpoint_dir(), hf_cache_dir()]
+
+
+def find_local_weights(config: BackboneConfig) -> Path | None:
+    """The official weights of a backbone if a cache already holds them.
+
+    Looks for ``<torch hub>/checkpoints/<official file>``, then for the timm-layout copy in
+    the Hugging Face cache (``models--timm--<name>/snapshots/*/model.safetensors``).
+    """
+    source = config.weights
+    if source is None:
+        return None
+    candidate = torch_hub_checkpoint_dir() / source.file_name
+    if candidate.is_file():
+        return candidate
+    if source.hf_repo:
+        repo_dir = hf_cache_dir() / ("models--" + source.hf_repo.replace("/", "--"))
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            found = sorted(repo_dir.glob(f"snapshots/*/{name}"))
+            if found:
+                return found[-1]
+    return None
+
+
+def network_available(url: str) -> bool:
+    """Whether the host of ``url`` answers within a few seconds (never hangs)."""
+    if os.environ.get(OFFLINE_ENV, "") not in ("", "0") or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    parsed = urlparse(url)
+    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+    if not host:
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def _offline_message(config: BackboneConfig) -> str:
+    assert config.weights is not None
+    folder = torch_hub_checkpoint_dir()
+    return (
+        f"official weights of {config.name} are not on this machine and cannot be downloaded: "
+        f"download {config.weights.file_name} from {config.weights.url} into {folder}/ "
+        "(or pass --weights FILE; --weights none trains from random weights)"
+    )
+
+
+def download_file(url: str, destination: Path) -> Path:
+    """Download ``url`` to ``destination`` atomically (temporary file, then rename)."""
+    from tqdm import tqdm
+
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=destination.parent, suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with (
+            os.fdopen(fd, "wb") as out,
+            urllib.request.urlopen(url, timeout=_READ_TIMEOUT_S) as response,
+        ):
+            total = int(response.headers.get("Content-Length", 0)) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=destination.name) as bar:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        tmp.replace(destination)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return destination
+
+
+def resolve_official_weights(config: BackboneConfig) -> Path:
+    """Local path of a backbone's official weights, downloading them when possible.
+
+    Raises:
+        ValueError: the backbone has no official weights.
+        OfflineWeightsError: not cached and no network; the message names the file, its
+            URL and the folder to put it in.
+    """
+    if config.weights is None:
+        raise ValueError(f"{config.name} has no official weights; pass weights='none' or a file")
+    local = find_local_weights(config)
+    if local is not None:
+        logger.info("using cached weights %s", local)
+        return local
+    if config.family == "timm":
+        return _download_from_hf(config)
+    if not network_available(config.weights.url):
+        raise OfflineWeightsError(_offline_message(config))
+    destination = torch_hub_checkpoint_dir() / config.weights.file_name
+    logger.info("downloading %s to %s", config.weights.url, destination)
+    try:
+        return download_file(config.weights.url, destination)
+    except OSError as exc:
+        raise OfflineWeightsError(f"{_offline_message(config)} [download failed: {exc}]") from exc
+
+
+def _download_from_hf(config: BackboneConfig) -> Path:
+    assert config.weights is not None and config.weights.hf_repo
+    if not network_available("https://huggingface.co"):
+        raise OfflineWeightsError(
+            f"weights of {config.name} are not in the Hugging Face cache {hf_cache_dir()} and "
+            f"cannot be downloaded: fetch model.safetensors of {config.weights.hf_repo} there "
+            "(huggingface-cli download), or pass --weights FILE"
+        )
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(config.weights.hf_repo, "model.safetensors"))
