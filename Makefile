@@ -1,0 +1,43 @@
+# Set-up, checks and demo. Everything runs inside $(VENV), created on first use; the
+# dependency install is redone only when pyproject.toml changes.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEPS_HASH := $(shell sha256sum pyproject.toml | cut -c1-16)
+DEPS_STAMP := $(VENV)/.deps-$(DEPS_HASH)
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-fast lint typecheck check demo clean
+
+$(DEPS_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.deps-*
+	@touch $@
+
+# (Re)point the editable install at this checkout when the venv is shared between clones.
+setup: $(DEPS_STAMP)
+	@$(BIN)/python -c "import dinokit, pathlib, sys; \
+	sys.exit(pathlib.Path(dinokit.__file__).resolve().parent != pathlib.Path('src/dinokit').resolve())" \
+	2>/dev/null || $(BIN)/python -m pip install --quiet --no-deps -e .
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+demo: setup
+	$(BIN)/dinokit models
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
