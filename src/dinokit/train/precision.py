@@ -1,0 +1,131 @@
+"""Mixed precision, decided once before training (nanoGPT style: a reusable autocast context
+and a gradient scaler that is a no-op unless fp16).
+
+Follows the reference's ``use_fp16`` (facebookresearch/dino ``main_dino.py``: autocast plus a
+``GradScaler``), extended with bf16, which needs no scaler. ``auto`` picks bf16 only where the
+hardware computes it natively: on a CPU without AVX-512 BF16 / AMX, bf16 matmuls are emulated
+and can be hundreds of times slower than fp32.
+
+Usage::
+
+    precision = resolve_precision(config.precision, device)
+    ctx = autocast_context(precision, device)          # reusable: `with ctx:` every step
+    scaler = make_grad_scaler(precision, device)       # scale / unscale_ / step / update
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Literal, get_args
+
+import torch
+
+from .. import env
+
+logger = logging.getLogger(__name__)
+
+PrecisionName = Literal["bf16", "fp16", "fp32"]
+PRECISIONS: tuple[str, ...] = (*get_args(PrecisionName), "auto")
+_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _cuda_bf16_native(device: torch.device) -> bool:
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.cuda.get_device_capability(index)[0] >= 8
+
+
+def resolve_precision(requested: str, device: torch.device) -> PrecisionName:
+    """The precision to train in on ``device``.
+
+    ``auto``: bf16 on CUDA devices with native bf16 (compute capability >= 8, Ampere on),
+    fp16 on older CUDA devices, bf16 on CPUs with native bf16 (AVX-512 BF16 or AMX), fp32
+    otherwise (other CPUs, MPS and other device types). An explicit choice is kept, with a
+    warning where it will be slow; bf16 on a CUDA device without it is an error.
+
+    Args:
+        requested: ``auto``, ``bf16``, ``fp16`` or ``fp32``.
+        device: The training device.
+
+    Returns:
+        ``bf16``, ``fp16`` or ``fp32``.
+
+    Raises:
+        ValueError: an unknown name, or bf16 requested on a CUDA device without it.
+    """
+    if requested not in PRECISIONS:
+        raise ValueError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
+    if device.type == "cuda":
+        native = _cuda_bf16_native(device)
+        if requested == "auto":
+            resolved: PrecisionName = "bf16" if native else "fp16"
+        elif requested == "bf16" and not native:
+            raise ValueError(
+                f"{torch.cuda.get_device_name(device)} has no native bf16; use fp16 or auto"
+            )
+        else:
+            resolved = _as_name(requested)
+    elif device.type == "cpu":
+        native = env.cpu_supports_bf16()
+        if requested == "auto":
+            resolved = "bf16" if native else "fp32"
+        else:
+            resolved = _as_name(requested)
+            if resolved != "fp32" and not native:
+                logger.warning(
+                    "%s on a CPU without native bf16/fp16 support is emulated and much slower "
+                    "than fp32; use --precision auto or fp32",
+                    resolved,
+                )
+    else:
+        resolved = "fp32" if requested == "auto" else _as_name(requested)
+    logger.info("precision: %s (requested %s, device %s)", resolved, requested, device)
+    return resolved
+
+
+def _as_name(requested: str) -> PrecisionName:
+    if requested == "bf16":
+        return "bf16"
+    if requested == "fp16":
+        return "fp16"
+    return "fp32"
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a resolved precision: bfloat16, float16, or None for fp32."""
+    if precision not in PRECISIONS or precision == "auto":
+        raise ValueError(f"expected a resolved precision (bf16, fp16, fp32), got {precision!r}")
+    return _DTYPES.get(precision)
+
+
+def autocast_context(
+    precision: str, device: torch.device
+) -> contextlib.AbstractContextManager[object]:
+    """A reusable context manager running the forward pass in ``precision``.
+
+    Args:
+        precision: A resolved precision (:func:`resolve_precision`).
+        device: The training device.
+
+    Returns:
+        ``torch.autocast(device.type, dtype)`` for bf16 / fp16, a ``nullcontext`` for fp32.
+    """
+    dtype = autocast_dtype(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def make_grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """A gradient scaler, enabled only for fp16 (bf16 and fp32 need none).
+
+    A disabled scaler is a no-op with the same interface (``scale`` returns its input,
+    ``step`` calls ``optimizer.step()``), so the loop never branches on precision. Its
+    ``state_dict()`` is checkpointed either way.
+
+    Args:
+        precision: A resolved precision (:func:`resolve_precision`).
+        device: The training device.
+    """
+    enabled = autocast_dtype(precision) == torch.float16
+    return torch.amp.GradScaler(device.type, enabled=enabled)

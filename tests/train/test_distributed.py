@@ -1,0 +1,98 @@
+"""Tests for dinokit.train.distributed (torchrun env set-up, gloo collectives)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from dinokit.train.distributed import (
+    all_reduce_mean,
+    barrier,
+    cleanup,
+    init_distributed,
+    is_initialized,
+)
+
+_TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def _no_torchrun_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _TORCHRUN_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_single_process_without_env() -> None:
+    info = init_distributed("cpu")
+    assert (info.rank, info.world_size, info.local_rank) == (0, 1, 0)
+    assert info.is_main and not info.is_distributed and info.device == torch.device("cpu")
+    assert not is_initialized()
+    barrier()
+    t = torch.tensor([1.0, 3.0], requires_grad=True)
+    out = all_reduce_mean(t)
+    assert torch.equal(out, t.detach()) and out is not t and not out.requires_grad
+    cleanup()
+
+
+def test_auto_device_and_bad_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert init_distributed().device.type == expected
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        init_distributed("cuda")
+    with pytest.raises(TypeError, match="floating-point"):
+        all_reduce_mean(torch.tensor([1, 2]))
+
+
+def test_partial_env_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(RuntimeError, match="WORLD_SIZE is not set"):
+        init_distributed("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(RuntimeError, match="not an integer"):
+        init_distributed("cpu")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    info = init_distributed("cpu")
+    value = torch.tensor([float(rank + 1), 10.0 * rank])
+    mean = all_reduce_mean(value)
+    barrier()
+    torch.save(
+        {"rank": info.rank, "is_main": info.is_main, "mean": mean, "value": value,
+         "distributed": info.is_distributed},
+        Path(out_dir) / f"rank{rank}.pt",
+    )  # fmt: skip
+    cleanup()
+
+
+def test_two_process_gloo_all_reduce_mean(tmp_path: Path) -> None:
+    world_size = 2
+    mp.spawn(_worker, args=(world_size, _free_port(), str(tmp_path)), nprocs=world_size)
+    for rank in range(world_size):
+        result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert result["rank"] == rank and result["is_main"] == (rank == 0)
+        assert result["distributed"]
+        torch.testing.assert_close(result["mean"], torch.tensor([1.5, 5.0]))
+        torch.testing.assert_close(result["value"], torch.tensor([rank + 1.0, 10.0 * rank]))
