@@ -11,9 +11,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import env_cmd, models_cmd
+from . import env_cmd, models_cmd, train_cmd
 
-_COMMANDS = (models_cmd, env_cmd)
+_COMMANDS = (train_cmd, models_cmd, env_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,10 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     try:
         code: int = args.run(args)
-    except KeyboardInterrupt:
-        logging.getLogger("dinokit").error("interrupted")
+    except KeyboardInterrupt as exc:
+        logging.getLogger("dinokit").error("interrupted%s", f": {exc}" if str(exc) else "")
         return 130
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:
         logging.getLogger("dinokit").error("%s", exc)
         return 2
     return code

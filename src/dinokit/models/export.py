@@ -66,6 +66,7 @@ def save_backbone(
     os.close(fd)
     try:
         save_file(tensors, tmp_name, metadata=header)
+        os.chmod(tmp_name, 0o644)  # mkstemp creates files readable by their owner only
         os.replace(tmp_name, path)
     finally:
         Path(tmp_name).unlink(missing_ok=True)

@@ -73,6 +73,7 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
             torch.save(dict(state), f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp creates files readable by their owner only
         os.replace(tmp_name, path)
     except BaseException:  # also Ctrl-C: never leave the temp file behind
         Path(tmp_name).unlink(missing_ok=True)

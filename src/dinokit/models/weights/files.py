@@ -20,6 +20,7 @@ import importlib
 import json
 import logging
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,20 +93,37 @@ def safe_torch_load(path: str | Path) -> Any:
         ValueError: the file is not a readable torch file.
     """
     path = Path(path)
+    if not _looks_like_torch_file(path):
+        raise ValueError(
+            f"{path}: not a PyTorch weights file (neither a torch.save zip archive nor a "
+            "pickle); is it complete, and is it the right file?"
+        )
     try:
         with torch.serialization.safe_globals(_allowed_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # torch wraps the unpickler's own message (which names the refused global) in a
+        # long generic text; report the inner one.
+        inner = exc.__context__ if exc.__context__ is not None else exc
+        reason = " ".join(str(inner).split()) or type(inner).__name__
         raise UnsafeCheckpointError(
             f"{path}: refused to load: unpickling it would run code outside the weights-only "
             f"allow-list ({reason}). Re-save only the tensors (torch.save(model.state_dict()))"
             " or convert the file to .safetensors"
         ) from None
-    except (RuntimeError, EOFError, OSError) as exc:
+    except Exception as exc:  # corrupt archives and pickles fail with many exception types
         raise ValueError(
-            f"{path}: not a readable PyTorch weights file ({exc}); is it complete?"
+            f"{path}: not a readable PyTorch weights file ({type(exc).__name__}: {exc}); "
+            "is it complete?"
         ) from None
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """A zip archive (``torch.save`` since 1.6) or a protocol >= 2 pickle (legacy format)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with path.open("rb") as handle:
+        return handle.read(1) == b"\x80"
 
 
 def _to_plain(value: Any) -> Any:
@@ -127,9 +145,14 @@ def _read_safetensors(path: Path) -> WeightsFile:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(path), framework="pt") as handle:
-        header = handle.metadata() or {}
-    tensors = load_file(str(path), device="cpu")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        tensors = load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own SafetensorError (not a ValueError)
+        raise ValueError(
+            f"{path}: not a readable safetensors file ({exc}); is it complete?"
+        ) from None
     if DINOKIT_METADATA_KEY in header:
         meta = json.loads(header[DINOKIT_METADATA_KEY])
         return WeightsFile(

@@ -1,0 +1,101 @@
+"""``dinokit train``: flags -> :class:`TrainConfig` (defaults <- YAML <- saved run <- flags)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# (flag, config field, type, help); flags default to None so only given ones override.
+_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
+    ("--model", "model", str, "backbone name, timm:<name>, run folder or weights file"),
+    ("--weights", "weights", str, "weights file, or 'none' to train from scratch"),
+    ("--epochs", "epochs", int, "epochs (default 20)"),
+    ("--batch-size", "batch_size", int, "images per step and process (default 32)"),
+    ("--max-steps", "max_steps", int, "stop after N steps (schedules still span --epochs)"),
+    ("--lr", "lr", float, "base lr per 256 images (auto: 5e-4 scratch, 1e-4 fine-tuning)"),
+    ("--min-lr", "min_lr", float, "final lr (1e-6)"),
+    ("--warmup-epochs", "warmup_epochs", float, "lr warm-up (auto: 10%% of the run, <= 10)"),
+    ("--weight-decay", "weight_decay", float, "initial weight decay (0.04)"),
+    ("--weight-decay-end", "weight_decay_end", float, "final weight decay (0.4)"),
+    ("--clip-grad", "clip_grad", float, "per-parameter gradient norm clip (3.0, 0 = off)"),
+    ("--layer-decay", "layer_decay", float, "layer-wise lr decay (auto: 0.75 fine-tuning)"),
+    ("--freeze-blocks", "freeze_blocks", int, "freeze patch embedding and the first N blocks"),
+    (
+        "--head-warmup-epochs",
+        "head_warmup_epochs",
+        float,
+        "train only the head first (auto: 1 epoch when fine-tuning with a new head)",
+    ),
+    ("--drop-path", "drop_path", float, "student stochastic depth (0.1)"),
+    ("--out-dim", "out_dim", int, "head prototypes (auto: 65536 or the loaded head's)"),
+    ("--freeze-last-layer", "freeze_last_layer", float, "epochs with the last layer frozen (1)"),
+    ("--teacher-temp", "teacher_temp", float, "teacher temperature after warm-up (0.04)"),
+    ("--warmup-teacher-temp", "warmup_teacher_temp", float, "initial teacher temp (0.04)"),
+    ("--warmup-teacher-temp-epochs", "warmup_teacher_temp_epochs", int, "teacher temp warm-up"),
+    ("--momentum", "momentum", float, "teacher EMA momentum, cosine to 1 (0.996)"),
+    ("--local-crops", "local_crops", int, "local crops per image (8)"),
+    ("--global-size", "global_size", int, "global crop size (auto: native size)"),
+    ("--local-size", "local_size", int, "local crop size (auto: 96/224 of global)"),
+    ("--precision", "precision", str, "auto | bf16 | fp16 | fp32"),
+    ("--device", "device", str, "auto | cpu | cuda | cuda:N"),
+    ("--workers", "workers", int, "data loader processes"),
+    ("--seed", "seed", int, "random seed (0)"),
+    ("--save-every", "save_every", int, "also checkpoint every N steps"),
+    ("--keep-every", "keep_every", int, "keep a checkpoint copy every N epochs"),
+    ("--log-every", "log_every", int, "metrics.jsonl every N steps (10)"),
+    ("--eval-train", "eval_train", str, "labelled folder: kNN monitor references"),
+    ("--eval-val", "eval_val", str, "labelled folder: kNN monitor queries"),
+    ("--eval-every", "eval_every", int, "kNN monitor every N epochs (1)"),
+)
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the subcommand."""
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune (or pretrain) with DINO on image folders",
+        description="DINO self-supervised training on one or more image folders or list files.",
+    )
+    parser.add_argument("data", nargs="*", help="image folders (recursive) or list files")
+    parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument("--config", help="YAML file with any of the options below")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--no-progress", action="store_true", help="log lines instead of a bar")
+    for flag, dest, kind, text in _OPTIONS:
+        parser.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+    parser.set_defaults(run=run)
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """Merge defaults, ``--config`` YAML, the saved config of a resumed run, and flags."""
+    from ..config_io import read_yaml
+    from ..train import TrainConfig
+    from ..train.run import CONFIG_FILE
+
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(read_yaml(args.config))
+    saved = Path(args.out) / CONFIG_FILE
+    if args.resume and saved.is_file():
+        values.update(read_yaml(saved))
+    given = {dest: getattr(args, dest) for _, dest, _, _ in _OPTIONS}
+    values.update({k: v for k, v in given.items() if v is not None})
+    if args.data:
+        values["data"] = list(args.data)
+    values.update(out=args.out, resume=args.resume)
+    if args.no_progress:
+        values["progress"] = False
+    return TrainConfig.from_dict(values, source=args.config or "options")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; on Ctrl-C the checkpoint is saved and the exit code is 130."""
+    from ..train import train
+
+    out = train(build_config(args))
+    print(f"run saved in {out}: teacher.safetensors, student.safetensors, metrics.jsonl")
+    return 0

@@ -1,0 +1,74 @@
+"""Config dataclasses from defaults, a YAML file and flags; unknown keys are errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+C = TypeVar("C")
+
+
+def check_keys(cls: type, data: dict[str, Any], *, source: str) -> None:
+    """Raise ``ValueError`` naming unknown keys and the valid ones."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown keys {unknown}; valid keys: {sorted(known)}")
+
+
+def _coerce(value: Any, annotation: Any) -> Any:
+    """Turn YAML lists into tuples where the field is a tuple."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if typing.get_origin(arg) is tuple and isinstance(value, list):
+                return tuple(value)
+        return value
+    if origin is tuple and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def from_dict(cls: type[C], data: dict[str, Any], *, source: str = "config") -> C:
+    """Build a config dataclass from a dict, checking keys."""
+    check_keys(cls, data, source=source)
+    hints = typing.get_type_hints(cls)
+    values = {key: _coerce(value, hints[key]) for key, value in data.items()}
+    return cls(**values)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from a file (empty file -> empty dict)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of option: value")
+    return data
+
+
+def to_yaml_dict(config: Any) -> dict[str, Any]:
+    """A plain dict of a config dataclass (tuples as lists) for YAML."""
+    data: dict[str, Any] = dataclasses.asdict(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+
+def write_yaml(path: str | Path, data: dict[str, Any]) -> None:
+    """Write a mapping as YAML atomically."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        yaml.safe_dump(data, handle, sort_keys=False)
+    os.chmod(tmp, 0o644)  # mkstemp creates files readable by their owner only
+    os.replace(tmp, path)

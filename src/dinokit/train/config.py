@@ -1,0 +1,162 @@
+"""Every knob of a DINO training run, with the reference's values as defaults.
+
+Defaults follow facebookresearch/dino ``main_dino.py``; values marked *auto* (``None``)
+are resolved at the start of a run from whether it fine-tunes pretrained weights or trains
+from scratch (:func:`resolve_auto`), and the resolved config is saved in the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+
+from ..config_io import from_dict
+
+
+@dataclass
+class TrainConfig:
+    """Configuration of ``dinokit train``; see ``docs/training.md`` for the why of each value.
+
+    Data and model:
+        data: Image folders (recursive) or list files; labels are ignored.
+        model: Backbone name (``dino_vits16``, ``timm:<name>``...).
+        weights: ``None`` = official pretrained weights, ``"none"`` = random init (from
+            scratch), or a weights file (a DINO full checkpoint also brings its head and
+            centre).
+        out: Run folder.
+    """
+
+    data: list[str] = field(default_factory=list)
+    model: str = "dino_vits16"
+    weights: str | None = None
+    out: str = "runs/dino"
+    # Length and batch.
+    epochs: int = 20
+    batch_size: int = 32  # per process
+    max_steps: int | None = None  # stop early (the schedules still span `epochs`)
+    # Optimisation (reference: AdamW, lr 5e-4 per 256 images, warm-up 10 epochs, cosine).
+    lr: float | None = None  # auto: 5e-4 from scratch, 1e-4 fine-tuning (per 256 images)
+    min_lr: float = 1e-6
+    warmup_epochs: float | None = None  # auto: 10% of the run, at most 10 epochs
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    clip_grad: float = 3.0  # per-parameter gradient norm clip (0 disables)
+    layer_decay: float | None = None  # auto: 1.0 from scratch, 0.75 fine-tuning
+    freeze_blocks: int = 0
+    head_warmup_epochs: float | None = None  # auto: 1 epoch when fine-tuning with a new head
+    drop_path: float = 0.1  # stochastic depth of the student only
+    # DINO head and loss.
+    out_dim: int | None = None  # prototypes; auto: 65536 (paper), or the loaded head's
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    norm_last_layer: bool = True
+    freeze_last_layer: float = 1.0  # epochs with the last head layer frozen
+    student_temp: float = 0.1
+    warmup_teacher_temp: float = 0.04
+    teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 0
+    center_momentum: float = 0.9
+    momentum: float = 0.996  # teacher EMA, cosine to 1 per step
+    # Multi-crop.
+    local_crops: int = 8
+    global_size: int | None = None  # auto: the backbone's native size (224)
+    local_size: int | None = None  # auto: 96/224 of the global size, a patch multiple
+    global_scale: tuple[float, float] = (0.4, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.4)
+    # Machine.
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    seed: int = 0
+    # Outputs.
+    save_every: int = 0  # also checkpoint every N steps (0: at epoch ends only)
+    keep_every: int = 0  # keep checkpoints/epoch_XXXX.pt every N epochs (0: last.pt only)
+    log_every: int = 10
+    eval_train: str | None = None
+    eval_val: str | None = None
+    eval_every: int = 1
+    knn_k: int = 20
+    tensorboard: bool = False
+    progress: bool = True
+    resume: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object], *, source: str = "config") -> TrainConfig:
+        """Build from a mapping; unknown keys are an error."""
+        return from_dict(cls, dict(data), source=source)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` with a clear message on an impossible value."""
+        if not self.data:
+            raise ValueError("no training data: pass one or more image folders or list files")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16, fp16 or fp32, not {self.precision}")
+        if self.local_crops < 0:
+            raise ValueError("local_crops must be >= 0")
+        if (self.eval_train is None) != (self.eval_val is None):
+            raise ValueError("the kNN monitor needs both eval_train and eval_val")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise ValueError("layer_decay must be in (0, 1]")
+
+
+def is_fine_tuning(config: TrainConfig) -> bool:
+    """Whether the run starts from pretrained weights (anything but ``weights: none``)."""
+    return not (isinstance(config.weights, str) and config.weights.lower() == "none")
+
+
+def resolve_auto(
+    config: TrainConfig, *, native_size: int, patch_size: int, head_out_dim: int | None
+) -> TrainConfig:
+    """Fill every *auto* (``None``) value; returns a new config.
+
+    Args:
+        config: The requested config.
+        native_size: The backbone's native image size.
+        patch_size: The backbone's patch size (crop sizes are rounded to it).
+        head_out_dim: ``out_dim`` of a head loaded with the weights, if any.
+    """
+    fine_tune = is_fine_tuning(config)
+    if head_out_dim is not None and config.out_dim not in (None, head_out_dim):
+        raise ValueError(
+            f"out_dim={config.out_dim} but the loaded head has {head_out_dim} prototypes; "
+            "drop --out-dim to keep the head, or pass a backbone-only weights file"
+        )
+    global_size = config.global_size or native_size
+    local_size = config.local_size or max(
+        patch_size, round(global_size * 96 / 224 / patch_size) * patch_size
+    )
+    for name, size in (("global_size", global_size), ("local_size", local_size)):
+        if size % patch_size:
+            raise ValueError(f"{name}={size} is not a multiple of the patch size {patch_size}")
+    warmup = config.warmup_epochs
+    if warmup is None:
+        warmup = min(10.0, max(0.1 * config.epochs, 0.0))
+    head_warmup = config.head_warmup_epochs
+    if head_warmup is None:
+        head_warmup = 1.0 if fine_tune and head_out_dim is None and config.epochs > 1 else 0.0
+    return dataclasses.replace(
+        config,
+        lr=config.lr if config.lr is not None else (1e-4 if fine_tune else 5e-4),
+        warmup_epochs=warmup,
+        layer_decay=config.layer_decay or (0.75 if fine_tune else 1.0),
+        head_warmup_epochs=head_warmup,
+        out_dim=head_out_dim or config.out_dim or 65536,
+        global_size=global_size,
+        local_size=local_size,
+    )
+
+
+def steps_per_epoch(n_images: int, batch_size: int, world_size: int) -> int:
+    """Optimizer steps in one epoch (incomplete last batches are dropped, as the reference)."""
+    per_rank = math.ceil(n_images / world_size)
+    steps = per_rank // batch_size
+    if steps == 0:
+        raise ValueError(
+            f"{n_images} images are fewer than one batch of {batch_size} per process; "
+            "lower --batch-size or add images"
+        )
+    return steps

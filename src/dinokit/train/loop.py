@@ -1,0 +1,145 @@
+"""One DINO training step and one epoch (facebookresearch/dino ``train_one_epoch``).
+
+Per step: set the scheduled lr / weight decay, teacher on the 2 global views, student on
+all views, the loss (float32), backward, per-parameter clipping, the last layer's gradient
+cancelled during its freeze, the optimizer step, then the teacher EMA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..data import Batch, Failed
+from ..dino import cancel_last_layer_gradients, update_teacher
+from .optim import apply_schedules, clip_gradients
+from .state import TrainState
+
+logger = logging.getLogger(__name__)
+
+N_GLOBAL_VIEWS = 2
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+@dataclass
+class EpochOutcome:
+    """What an epoch (possibly cut short) produced."""
+
+    losses: list[float] = field(default_factory=list)
+    failed: list[Failed] = field(default_factory=list)
+    images: int = 0
+    seconds: float = 0.0
+    stopped: bool = False  # by max_steps or an interrupt request
+
+
+def train_step(
+    state: TrainState, views: list[torch.Tensor], autocast: contextlib.AbstractContextManager[Any]
+) -> dict[str, float]:
+    """One optimisation step on a batch of multi-crop views.
+
+    Args:
+        state: The run state (updated in place).
+        views: ``2 + N`` tensors ``(B, 3, h, w)``, global views first, on the device.
+        autocast: The run's mixed-precision context (reusable).
+
+    Returns:
+        Scalars for logging: loss, lr, weight decay, momentum, teacher temperature,
+        entropy and KL.
+
+    Raises:
+        NonFiniteLossError: the loss is NaN or infinite (nothing was updated).
+    """
+    it = state.global_step
+    sched = state.schedules
+    lr, wd, momentum = float(sched.lr[it]), float(sched.weight_decay[it]), float(sched.momentum[it])
+    apply_schedules(state.optimizer, lr=lr, weight_decay=wd)
+
+    with autocast:
+        with torch.no_grad():
+            teacher_out = state.teacher(views[:N_GLOBAL_VIEWS])
+        student_out = state.student_ddp(views)
+    loss = state.loss(student_out, teacher_out, state.epoch)
+    loss_value = float(loss.item())
+    if not math.isfinite(loss_value):
+        raise NonFiniteLossError(
+            f"loss is {loss_value} at epoch {state.epoch + 1}, step {state.step_in_epoch + 1}: "
+            "training stopped, the last checkpoint is kept; try a lower --lr, "
+            "--precision fp32, or a smaller --clip-grad"
+        )
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    if state.config.clip_grad > 0:
+        state.scaler.unscale_(state.optimizer)
+        clip_gradients(state.student, state.config.clip_grad)
+    if state.epoch_float < state.config.freeze_last_layer:
+        cancel_last_layer_gradients(state.student.head)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    update_teacher(state.student, state.teacher, momentum)
+
+    state.step_in_epoch += 1
+    state.global_step += 1
+    stats = state.loss.last_stats
+    return {
+        "loss": loss_value,
+        "lr": lr,
+        "weight_decay": wd,
+        "momentum": momentum,
+        "teacher_temp": stats["teacher_temp"],
+        "teacher_entropy": stats["teacher_entropy"],
+        "kl": stats["kl"],
+    }
+
+
+def train_one_epoch(
+    state: TrainState,
+    batches: Iterable[Batch],
+    *,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager[Any],
+    on_step: Callable[[dict[str, float], int], None],
+    should_stop: Callable[[], bool],
+) -> EpochOutcome:
+    """Run the rest of the current epoch (from ``state.step_in_epoch``).
+
+    Args:
+        state: The run state (updated in place).
+        batches: This epoch's remaining batches of multi-crop views.
+        device: Training device.
+        autocast: The run's mixed-precision context.
+        on_step: Called after each step with its stats and the batch size (logging,
+            progress, periodic checkpoints).
+        should_stop: Polled after each step (max_steps reached, Ctrl-C requested).
+    """
+    outcome = EpochOutcome()
+    start = time.perf_counter()
+    non_blocking = device.type == "cuda"
+    for batch in batches:
+        outcome.failed.extend(batch.failed)
+        if batch.images is None or not isinstance(batch.images, list):
+            # Every image of this batch was unreadable: keep the position (resume offsets
+            # and schedules count batches), train nothing.
+            state.step_in_epoch += 1
+            state.global_step += 1
+            continue
+        views = [v.to(device, non_blocking=non_blocking) for v in batch.images]
+        stats = train_step(state, views, autocast)
+        n = int(views[0].shape[0])
+        outcome.losses.append(stats["loss"])
+        outcome.images += n
+        on_step(stats, n)
+        if should_stop():
+            outcome.stopped = True
+            break
+    outcome.seconds = time.perf_counter() - start
+    return outcome

@@ -1,0 +1,387 @@
+"""``dinokit train``: a whole DINO run, read top to bottom like a table of contents.
+
+prepare the folder -> list images -> build networks -> optimizer, loss, schedules ->
+resume -> for each epoch: train, checkpoint, monitor -> export teacher and student.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from ..config_io import to_yaml_dict, write_yaml
+from ..data import Failed, list_images
+from ..dino import DINOLoss, MultiCropTransform, cosine_schedule, scaled_lr
+from ..models import save_backbone
+from . import distributed
+from .build import build_networks
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig, steps_per_epoch
+from .data import EpochBatchSampler, build_views_dataset, epoch_loader
+from .loop import train_one_epoch
+from .metrics import MetricsLog, plot_curves
+from .monitor import KnnMonitor
+from .optim import build_adamw, freeze_backbone, param_groups
+from .precision import autocast_context, make_grad_scaler, resolve_precision
+from .progress import Progress
+from .state import Schedules, TrainState
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+LAST_CHECKPOINT = "checkpoints/last.pt"
+
+
+def prepare_run_folder(out: Path, *, resume: bool) -> Path | None:
+    """Check the run folder; returns the checkpoint to resume from, if any.
+
+    Raises:
+        FileExistsError: the folder holds a run and ``resume`` is off.
+        FileNotFoundError: ``resume`` is on and there is no checkpoint.
+    """
+    checkpoint = out / LAST_CHECKPOINT
+    if resume:
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"{out}: nothing to resume (no {LAST_CHECKPOINT})")
+        return checkpoint
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(
+            f"{out} already holds a run: continue it with --resume, or choose another --out"
+        )
+    return None
+
+
+def build_schedules(config: TrainConfig, n_steps: int, world_size: int) -> Schedules:
+    """Per-step lr (linear scaling + warm-up + cosine), weight decay and momentum."""
+    total = config.epochs * n_steps
+    assert config.lr is not None and config.warmup_epochs is not None
+    return Schedules(
+        lr=cosine_schedule(
+            scaled_lr(config.lr, config.batch_size * world_size),
+            config.min_lr,
+            total_steps=total,
+            warmup_steps=round(config.warmup_epochs * n_steps),
+        ),
+        weight_decay=cosine_schedule(
+            config.weight_decay, config.weight_decay_end, total_steps=total
+        ),
+        momentum=cosine_schedule(config.momentum, 1.0, total_steps=total),
+        steps_per_epoch=n_steps,
+    )
+
+
+@contextmanager
+def _stop_on_interrupt() -> Iterator[dict[str, bool]]:
+    """A first Ctrl-C asks the loop to checkpoint and stop after the current step."""
+    flag = {"requested": False}
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        logger.warning("interrupt: saving a checkpoint after this step (Ctrl-C again to abort)")
+        flag["requested"] = True
+        signal.signal(signal.SIGINT, previous)
+
+    installed = True
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        installed = False
+    try:
+        yield flag
+    finally:
+        if installed:
+            signal.signal(signal.SIGINT, previous)
+
+
+def train(config: TrainConfig) -> Path:
+    """Train (or fine-tune) a DINO student/teacher pair; returns the run folder.
+
+    The folder receives ``config.yaml``, ``metrics.jsonl``, ``checkpoints/last.pt``,
+    ``curves.png``, ``teacher.safetensors``, ``student.safetensors`` and, when images could
+    not be read, ``skipped.txt``.
+
+    Raises:
+        KeyboardInterrupt: after Ctrl-C, once a checkpoint is saved.
+        NonFiniteLossError: the loss diverged (the last good checkpoint is kept).
+    """
+    config.validate()
+    dist = distributed.init_distributed(config.device)
+    device = dist.device
+    out = Path(config.out)
+    try:
+        resume_from = prepare_run_folder(out, resume=config.resume)
+        images = list_images(config.data)
+        nets = build_networks(config)
+        config = nets.config
+        precision = resolve_precision(config.precision, device)
+        logger.info(
+            "%d images, %s on %s (%s), %d process(es)",
+            len(images.records),
+            config.model,
+            device,
+            precision,
+            dist.world_size,
+        )
+
+        state = _build_state(config, nets, device, dist.world_size, len(images.records))
+        if resume_from is not None:
+            state.load_state_dict(load_checkpoint(resume_from))
+            logger.info(
+                "resumed from %s at epoch %d, step %d",
+                resume_from,
+                state.epoch + 1,
+                state.step_in_epoch,
+            )
+        if dist.is_main:
+            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+            write_yaml(out / CONFIG_FILE, to_yaml_dict(dataclasses.replace(config, resume=False)))
+        distributed.barrier()
+        _run_epochs(
+            state,
+            config,
+            images.records,
+            device,
+            precision,
+            dist,
+            out,
+            skipped=[(s.path, s.reason) for s in images.skipped],
+            resumed=resume_from is not None,
+        )
+    finally:
+        distributed.cleanup()
+    return out
+
+
+def _build_state(
+    config: TrainConfig, nets: Any, device: torch.device, world_size: int, n_images: int
+) -> TrainState:
+    student, teacher = nets.student.to(device), nets.teacher.to(device)
+    assert config.layer_decay is not None
+    groups = param_groups(
+        student,
+        layer_decay=None if config.layer_decay == 1.0 else config.layer_decay,
+        freeze_blocks=config.freeze_blocks,
+    )
+    optimizer = build_adamw(groups, device=device)
+    student_ddp: torch.nn.Module = student
+    if world_size > 1 or distributed.is_initialized():
+        student_ddp = DistributedDataParallel(
+            student,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=bool(config.head_warmup_epochs),
+        )
+    loss = DINOLoss(
+        config.out_dim or 65536,
+        n_crops=2 + config.local_crops,
+        warmup_teacher_temp=config.warmup_teacher_temp,
+        teacher_temp=config.teacher_temp,
+        warmup_teacher_temp_epochs=config.warmup_teacher_temp_epochs,
+        n_epochs=config.epochs,
+        student_temp=config.student_temp,
+        center_momentum=config.center_momentum,
+    ).to(device)
+    if nets.center is not None and nets.center.shape == loss.center.shape:
+        loss.center.copy_(nets.center)
+        logger.info("loaded the loss centre from the weights file")
+    n_steps = steps_per_epoch(n_images, config.batch_size, world_size)
+    return TrainState(
+        config=config,
+        student=student,
+        student_ddp=student_ddp,
+        teacher=teacher,
+        loss=loss,
+        optimizer=optimizer,
+        scaler=make_grad_scaler(resolve_precision(config.precision, device), device),
+        schedules=build_schedules(config, n_steps, world_size),
+        base_weights=nets.base_weights,
+    )
+
+
+def _run_epochs(
+    state: TrainState,
+    config: TrainConfig,
+    records: Any,
+    device: torch.device,
+    precision: str,
+    dist: distributed.DistInfo,
+    out: Path,
+    *,
+    skipped: list[tuple[str, str]],
+    resumed: bool,
+) -> None:
+    autocast = autocast_context(precision, device)
+    transform = MultiCropTransform(
+        global_size=config.global_size or 224,
+        local_size=config.local_size or 96,
+        n_local_crops=config.local_crops,
+        global_scale=config.global_scale,
+        local_scale=config.local_scale,
+        mean=state.student.backbone.config.preprocessing.mean,
+        std=state.student.backbone.config.preprocessing.std,
+    )
+    dataset = build_views_dataset(
+        records, transform, seed=config.seed, draft_size=config.global_size or 224
+    )
+    metrics = (
+        MetricsLog(out / "metrics.jsonl", resume_step=state.global_step if resumed else None)
+        if dist.is_main
+        else None
+    )
+    monitor = (
+        KnnMonitor(config.eval_train, config.eval_val, k=config.knn_k, workers=config.workers)
+        if config.eval_train and config.eval_val and dist.is_main
+        else None
+    )
+    max_steps = config.max_steps
+    total_steps = config.epochs * state.schedules.steps_per_epoch
+    progress = Progress(total_steps, state.global_step, enabled=config.progress and dist.is_main)
+
+    def checkpoint() -> None:
+        if dist.is_main:
+            save_checkpoint(out / LAST_CHECKPOINT, state.state_dict())
+        distributed.barrier()
+
+    def evaluate_knn() -> None:
+        if monitor is not None and metrics is not None:
+            top1 = monitor.evaluate(state.teacher.backbone, device=device, autocast=autocast)
+            metrics.write(
+                {
+                    "kind": "knn",
+                    "step": state.global_step,
+                    "epoch": state.epoch,
+                    "knn_top1": top1,
+                    "k": config.knn_k,
+                }
+            )
+            logger.info(
+                "epoch %d: teacher kNN top-1 %.2f%% (k=%d)", state.epoch, 100 * top1, config.knn_k
+            )
+        distributed.barrier()
+
+    if not resumed:
+        evaluate_knn()  # the "before" number
+    head_warmup = config.head_warmup_epochs or 0.0
+    failed: list[Failed] = []
+    with _stop_on_interrupt() as interrupt:
+
+        def on_step(stats: dict[str, float], n_images: int) -> None:
+            progress.update(stats, n_images * dist.world_size, epoch=state.epoch)
+            if metrics is not None and state.global_step % config.log_every == 0:
+                metrics.write(
+                    {
+                        "kind": "step",
+                        "step": state.global_step,
+                        "epoch": round(state.epoch_float, 4),
+                        **stats,
+                        "images_per_s": progress.images_per_second,
+                    }
+                )
+            if head_warmup and state.epoch_float >= head_warmup and _frozen(state):
+                freeze_backbone(state.student, False, freeze_blocks=config.freeze_blocks)
+            if config.save_every and state.global_step % config.save_every == 0:
+                checkpoint()
+
+        def should_stop() -> bool:
+            return interrupt["requested"] or (
+                max_steps is not None and state.global_step >= max_steps
+            )
+
+        while state.epoch < config.epochs:
+            if state.epoch_float < head_warmup and not _frozen(state):
+                freeze_backbone(state.student, True, freeze_blocks=config.freeze_blocks)
+            sampler = EpochBatchSampler(
+                len(records),
+                config.batch_size,
+                seed=config.seed,
+                epoch=state.epoch,
+                rank=dist.rank,
+                world_size=dist.world_size,
+                start_batch=state.step_in_epoch,
+            )
+            loader = epoch_loader(
+                dataset, sampler, workers=config.workers, pin_memory=device.type == "cuda"
+            )
+            outcome = train_one_epoch(
+                state,
+                loader,
+                device=device,
+                autocast=autocast,
+                on_step=on_step,
+                should_stop=should_stop,
+            )
+            failed.extend(outcome.failed)
+            if outcome.stopped and state.step_in_epoch < state.schedules.steps_per_epoch:
+                checkpoint()
+                if interrupt["requested"]:
+                    progress.close()
+                    raise KeyboardInterrupt(
+                        f"checkpoint saved to {out / LAST_CHECKPOINT}; continue with --resume"
+                    )
+                break
+            state.epoch += 1
+            state.step_in_epoch = 0
+            checkpoint()
+            if dist.is_main and config.keep_every and state.epoch % config.keep_every == 0:
+                save_checkpoint(out / f"checkpoints/epoch_{state.epoch:04d}.pt", state.state_dict())
+            if state.epoch % config.eval_every == 0 or state.epoch == config.epochs:
+                evaluate_knn()
+            if outcome.stopped:
+                break
+    progress.close()
+    _finish(state, config, out, dist, failed, skipped, metrics)
+
+
+def _gather(items: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """Every process's list, on every process (just ``[items]`` without a process group)."""
+    if not distributed.is_initialized():
+        return [items]
+    gathered: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, items)
+    return gathered
+
+
+def _frozen(state: TrainState) -> bool:
+    return not any(p.requires_grad for p in state.student.backbone.vit.blocks[-1].parameters())
+
+
+def _finish(
+    state: TrainState,
+    config: TrainConfig,
+    out: Path,
+    dist: distributed.DistInfo,
+    failed: list[Failed],
+    skipped: list[tuple[str, str]],
+    metrics: MetricsLog | None,
+) -> None:
+    failed_all = _gather([(f.path, f.reason) for f in failed])
+    if not dist.is_main:
+        return
+    unreadable = sorted(set(skipped) | {item for part in failed_all for item in part})
+    if unreadable:
+        (out / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in unreadable))
+        logger.warning(
+            "%d images could not be read: listed in %s", len(unreadable), out / "skipped.txt"
+        )
+    provenance = {
+        "run": str(out.resolve()),
+        "base_weights": state.base_weights,
+        "epochs": round(state.epoch_float, 3),
+        "steps": state.global_step,
+        "model": config.model,
+    }
+    for branch, network in (("teacher", state.teacher), ("student", state.student)):
+        save_backbone(
+            network.backbone, out / f"{branch}.safetensors", branch=branch, provenance=provenance
+        )
+    if metrics is not None:
+        metrics.close()
+        plot_curves(out / "metrics.jsonl", out / "curves.png")
+    logger.info("run saved in %s (teacher.safetensors, student.safetensors)", out)

@@ -1,0 +1,108 @@
+"""Everything a training run carries from step to step, and its checkpoint form.
+
+A checkpoint holds the student and teacher (backbone and head), the loss centre, the
+optimizer and scaler, the position (epoch, step), the RNG states and the resolved config,
+so ``--resume`` continues exactly. It also names the backbone config so that
+:func:`dinokit.load` can read a checkpoint as a model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from ..dino import DINOLoss
+from ..models.export import FORMAT_VERSION
+from ..models.weights.files import DINOKIT_METADATA_KEY
+from .checkpoint import capture_rng_state, restore_rng_state
+from .config import TrainConfig
+from .model import MultiCropNetwork
+
+
+@dataclass
+class Schedules:
+    """Per-step values over the whole run (length ``epochs * steps_per_epoch``)."""
+
+    lr: NDArray[np.float64]
+    weight_decay: NDArray[np.float64]
+    momentum: NDArray[np.float64]
+    steps_per_epoch: int
+
+
+@dataclass
+class TrainState:
+    """The networks, optimisation state and position of a run."""
+
+    config: TrainConfig
+    student: MultiCropNetwork
+    student_ddp: nn.Module  # the DDP wrapper, or the student itself
+    teacher: MultiCropNetwork
+    loss: DINOLoss
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    schedules: Schedules
+    base_weights: str
+    epoch: int = 0  # current epoch (0-based)
+    step_in_epoch: int = 0  # optimizer steps done in the current epoch
+    global_step: int = 0
+
+    @property
+    def epoch_float(self) -> float:
+        """Progress in epochs, fractional."""
+        return self.epoch + self.step_in_epoch / self.schedules.steps_per_epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpoint contents (tensors, numbers, strings, lists and dicts only)."""
+        return {
+            DINOKIT_METADATA_KEY: {
+                "format_version": FORMAT_VERSION,
+                "kind": "training-checkpoint",
+                "backbone": self.student.backbone.config.to_dict(),
+                "train_config": _plain(dataclasses.asdict(self.config)),
+                "base_weights": self.base_weights,
+            },
+            "student": _network_state(self.student),
+            "teacher": _network_state(self.teacher),
+            "loss": {"center": self.loss.center.detach().cpu()},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "rng": capture_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict` output (same architecture and config)."""
+        for network, key in ((self.student, "student"), (self.teacher, "teacher")):
+            network.backbone.vit.load_state_dict(state[key]["backbone"])
+            network.head.load_state_dict(state[key]["head"])
+        self.loss.center.copy_(state["loss"]["center"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch = int(state["epoch"])
+        self.step_in_epoch = int(state["step_in_epoch"])
+        self.global_step = int(state["global_step"])
+        restore_rng_state(state["rng"])
+
+
+def _network_state(network: MultiCropNetwork) -> dict[str, Any]:
+    return {
+        "backbone": {k: v.detach().cpu() for k, v in network.backbone.vit.state_dict().items()},
+        "head": {k: v.detach().cpu() for k, v in network.head.state_dict().items()},
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
