@@ -15,7 +15,7 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--weights", "weights", str, "weights file, or 'none' to train from scratch"),
     ("--epochs", "epochs", int, "epochs (default 20)"),
     ("--batch-size", "batch_size", int, "images per step and process (default 32)"),
-    ("--max-steps", "max_steps", int, "stop after N steps (schedules still span --epochs)"),
+    ("--max-steps", "max_steps", int, "stop at step N (schedules span --epochs; not resumed)"),
     ("--lr", "lr", float, "base lr per 256 images (auto: 5e-4 scratch, 1e-4 fine-tuning)"),
     ("--min-lr", "min_lr", float, "final lr (1e-6)"),
     ("--warmup-epochs", "warmup_epochs", float, "lr warm-up (auto: 10%% of the run, <= 10)"),
@@ -81,7 +81,8 @@ def build_config(args: argparse.Namespace) -> Any:
         values.update(read_yaml(args.config))
     saved = Path(args.out) / CONFIG_FILE
     if args.resume and saved.is_file():
-        values.update(read_yaml(saved))
+        # max_steps stops one invocation early; a resumed run goes on unless given again.
+        values.update({k: v for k, v in read_yaml(saved).items() if k != "max_steps"})
     given = {dest: getattr(args, dest) for _, dest, _, _ in _OPTIONS}
     values.update({k: v for k, v in given.items() if v is not None})
     if args.data:

@@ -114,7 +114,12 @@ def epoch_loader(
     workers: int,
     pin_memory: bool,
 ) -> DataLoader[Any]:
-    """A ``DataLoader`` over one epoch's batches (unreadable images set aside per batch)."""
+    """A ``DataLoader`` over one epoch's batches (unreadable images set aside per batch).
+
+    The loader gets its own generator: each iterator draws its workers' base seed from it,
+    and drawing from the global RNG instead would shift the drop-path masks of a run resumed
+    in the middle of an epoch (which creates one iterator more than a straight run).
+    """
     return DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -123,6 +128,7 @@ def epoch_loader(
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
+        generator=torch.Generator().manual_seed(sample_seed(sampler.seed, sampler.epoch, -1)),
     )
 
 

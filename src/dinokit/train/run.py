@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
@@ -57,6 +59,17 @@ def prepare_run_folder(out: Path, *, resume: bool) -> Path | None:
             f"{out} already holds a run: continue it with --resume, or choose another --out"
         )
     return None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA), as the reference's ``fix_random_seeds``.
+
+    Called before the networks are built, so the same seed gives the same initial weights
+    (and, under DDP, the same teacher on every process: only the student is synchronised).
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def build_schedules(config: TrainConfig, n_steps: int, world_size: int) -> Schedules:
@@ -118,7 +131,9 @@ def train(config: TrainConfig) -> Path:
     out = Path(config.out)
     try:
         resume_from = prepare_run_folder(out, resume=config.resume)
+        distributed.barrier()  # every process checks the folder before rank 0 writes in it
         images = list_images(config.data)
+        seed_everything(config.seed)
         nets = build_networks(config)
         config = nets.config
         precision = resolve_precision(config.precision, device)
@@ -131,7 +146,7 @@ def train(config: TrainConfig) -> Path:
             dist.world_size,
         )
 
-        state = _build_state(config, nets, device, dist.world_size, len(images.records))
+        state = _build_state(config, nets, device, dist.world_size, len(images.records), precision)
         if resume_from is not None:
             state.load_state_dict(load_checkpoint(resume_from))
             logger.info(
@@ -161,7 +176,12 @@ def train(config: TrainConfig) -> Path:
 
 
 def _build_state(
-    config: TrainConfig, nets: Any, device: torch.device, world_size: int, n_images: int
+    config: TrainConfig,
+    nets: Any,
+    device: torch.device,
+    world_size: int,
+    n_images: int,
+    precision: str,
 ) -> TrainState:
     student, teacher = nets.student.to(device), nets.teacher.to(device)
     assert config.layer_decay is not None
@@ -199,7 +219,7 @@ def _build_state(
         teacher=teacher,
         loss=loss,
         optimizer=optimizer,
-        scaler=make_grad_scaler(resolve_precision(config.precision, device), device),
+        scaler=make_grad_scaler(precision, device),
         schedules=build_schedules(config, n_steps, world_size),
         base_weights=nets.base_weights,
     )
@@ -294,7 +314,16 @@ def _run_epochs(
                 max_steps is not None and state.global_step >= max_steps
             )
 
+        def stop_if_interrupted() -> None:
+            if interrupt["requested"]:
+                progress.close()
+                raise KeyboardInterrupt(
+                    f"checkpoint saved to {out / LAST_CHECKPOINT}; continue with --resume"
+                )
+
         while state.epoch < config.epochs:
+            if max_steps is not None and state.global_step >= max_steps:
+                break  # a resumed run that already reached max_steps trains nothing more
             if state.epoch_float < head_warmup and not _frozen(state):
                 freeze_backbone(state.student, True, freeze_blocks=config.freeze_blocks)
             sampler = EpochBatchSampler(
@@ -320,17 +349,14 @@ def _run_epochs(
             failed.extend(outcome.failed)
             if outcome.stopped and state.step_in_epoch < state.schedules.steps_per_epoch:
                 checkpoint()
-                if interrupt["requested"]:
-                    progress.close()
-                    raise KeyboardInterrupt(
-                        f"checkpoint saved to {out / LAST_CHECKPOINT}; continue with --resume"
-                    )
+                stop_if_interrupted()
                 break
             state.epoch += 1
             state.step_in_epoch = 0
             checkpoint()
             if dist.is_main and config.keep_every and state.epoch % config.keep_every == 0:
                 save_checkpoint(out / f"checkpoints/epoch_{state.epoch:04d}.pt", state.state_dict())
+            stop_if_interrupted()  # Ctrl-C on an epoch's last step: stop, don't export
             if state.epoch % config.eval_every == 0 or state.epoch == config.epochs:
                 evaluate_knn()
             if outcome.stopped:

@@ -1,0 +1,84 @@
+"""DDP on the CPU (gloo): two processes of batch B take the same step as one process of 2B.
+
+The sampler shards one seeded permutation by ``rank::world``, so the two ranks' first
+batches together are the single process's first batch, and views are seeded per image.
+Gradients are averaged by DDP and the loss centre is all-reduced, so after one step the
+networks and the centre match the single-process run up to float summation order.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from dinokit.train import TrainConfig, train
+from dinokit.train import run as run_module
+from tests.train.test_run import fast_training, image_folder, last_checkpoint, tiny_config
+
+__all__ = ["fast_training", "image_folder"]  # shared fixtures
+
+WORLD = 2
+BATCH_PER_RANK = 2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ddp_worker(rank: int, port: int, configs: list[TrainConfig]) -> None:
+    """One torchrun-like process: the variables torchrun would set, then ``train``."""
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    run_module.plot_curves = lambda *args, **kwargs: None  # this process only
+    train(configs[rank])
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, name: str) -> None:
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=0, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.slow
+def test_two_processes_step_like_one_process_with_the_whole_batch(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    options = {"drop_path": 0.0, "max_steps": 1, "seed": 11}
+    single = train(
+        tiny_config(image_folder, tmp_path / "single", batch_size=WORLD * BATCH_PER_RANK, **options)
+    )
+    # Rank 1 is given its own folder only to show that it writes nothing at all.
+    outs = [tmp_path / "ddp", tmp_path / "rank1"]
+    configs = [tiny_config(image_folder, out, batch_size=BATCH_PER_RANK, **options) for out in outs]
+    mp.spawn(ddp_worker, args=(free_port(), configs), nprocs=WORLD, join=True)
+
+    assert not outs[1].exists()
+    assert (outs[0] / "teacher.safetensors").is_file()
+    expected, actual = last_checkpoint(single), last_checkpoint(outs[0])
+    assert actual["global_step"] == expected["global_step"] == 1
+    torch.testing.assert_close(
+        actual["loss"]["center"], expected["loss"]["center"], atol=1e-6, rtol=0
+    )
+    # One step moves the student by about lr = 8e-6 per weight (Adam's first step is
+    # lr * sign(grad) almost everywhere) and the teacher by 0.004 of that: the tolerances
+    # are a fraction of the step. Summation order alone leaves ~3e-7 and ~1e-9.
+    for branch, atol in (("student", 2e-6), ("teacher", 1e-7)):
+        for part in ("backbone", "head"):
+            for key, value in expected[branch][part].items():
+                assert_close(actual[branch][part][key], value, atol, f"{branch}.{part}.{key}")
+    # Adam's first moment after one step is 0.1 x the gradient, which DDP averaged.
+    for index, state in expected["optimizer"]["state"].items():
+        torch.testing.assert_close(
+            actual["optimizer"]["state"][index]["exp_avg"], state["exp_avg"], atol=5e-7, rtol=1e-4
+        )

@@ -1,0 +1,223 @@
+"""End-to-end tests of ``dinokit.train.train``: what a run folder holds and how it reloads.
+
+Every run uses the tiny ``vit_test`` backbone on a handful of 32 px drawn images, so a whole
+training run takes about a second on a CPU. The helpers at the top are shared by the other
+training test modules.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+import dinokit
+from dinokit.dino import DINOLoss
+from dinokit.sample_data import make_sample_images
+from dinokit.train import NonFiniteLossError, TrainConfig, train
+from dinokit.train import run as run_module
+from dinokit.train.checkpoint import load_checkpoint
+from dinokit.train.metrics import plot_curves
+
+#: Images in the shared folder (10 classes x 1) and the batch size of most tests.
+N_IMAGES = 10
+BATCH = 2
+STEPS_PER_EPOCH = N_IMAGES // BATCH
+
+
+def make_image_folder(folder: Path, *, per_class: int = 1) -> Path:
+    """A labelled folder of ``10 * per_class`` drawn 32 px images; returns its train split."""
+    make_sample_images(folder, per_class=per_class, val_per_class=0, size=32)
+    return folder / "train"
+
+
+def tiny_config(data: Path | str, out: Path | str, **overrides: Any) -> TrainConfig:
+    """A seconds-long run: ``vit_test`` from scratch, small head, 32/16 px crops, CPU fp32."""
+    values: dict[str, Any] = {
+        "data": [str(data)],
+        "out": str(out),
+        "model": "vit_test",
+        "weights": "none",
+        "epochs": 2,
+        "batch_size": BATCH,
+        "out_dim": 64,
+        "hidden_dim": 64,
+        "bottleneck_dim": 32,
+        "global_size": 32,
+        "local_size": 16,
+        "local_crops": 2,
+        "workers": 0,
+        "progress": False,
+        "device": "cpu",
+        "precision": "fp32",
+        "log_every": 1,
+    }
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def last_checkpoint(run: Path | str) -> dict[str, Any]:
+    """The run's ``checkpoints/last.pt``."""
+    return load_checkpoint(Path(run) / "checkpoints" / "last.pt")
+
+
+def step_records(run: Path | str) -> list[dict[str, Any]]:
+    """The ``kind: step`` records of the run's ``metrics.jsonl``."""
+    lines = (Path(run) / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r.get("kind") == "step"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_training() -> Iterator[None]:
+    """One torch thread (tiny ops only lose to thread hand-offs, badly so on a busy machine)
+    and no ``curves.png`` (a second per run; :func:`finished_run` draws it for real)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_module, "plot_curves", lambda *args, **kwargs: None)
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 readable 32 px images (one per class folder), shared by every training test."""
+    return make_image_folder(tmp_path_factory.mktemp("images"))
+
+
+# --- one finished run, inspected by several tests ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-epoch run over 8 images plus one corrupt file (batches of 3: 3 steps per epoch).
+
+    ``local_size`` is left to be resolved, and ``precision``/``device`` stay ``auto``.
+    """
+    root = tmp_path_factory.mktemp("finished")
+    data = make_image_folder(root / "images")
+    for extra in sorted(data.glob("*/0000.jpg"))[8:]:
+        extra.unlink()
+    (data / "circle" / "corrupt.jpg").write_bytes(b"this is not a JPEG file")
+    config = tiny_config(
+        data, root / "run", batch_size=3, local_size=None, precision="auto", device="auto"
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_module, "plot_curves", plot_curves)
+        return train(config)
+
+
+def test_config_yaml_is_resolved_and_reloads(finished_run: Path) -> None:
+    saved = yaml.safe_load((finished_run / "config.yaml").read_text())
+    for key in (
+        "lr",
+        "warmup_epochs",
+        "layer_decay",
+        "head_warmup_epochs",
+        "out_dim",
+        "global_size",
+        "local_size",
+    ):
+        assert saved[key] is not None, key
+    # From scratch: the reference lr, no layer decay, 10% lr warm-up, 96/224 local crops.
+    assert saved["lr"] == 5e-4 and saved["layer_decay"] == 1.0
+    assert saved["warmup_epochs"] == pytest.approx(0.2) and saved["head_warmup_epochs"] == 0
+    assert (saved["out_dim"], saved["global_size"], saved["local_size"]) == (64, 32, 16)
+    assert saved["resume"] is False
+    reloaded = TrainConfig.from_dict(saved)
+    assert reloaded.global_scale == (0.4, 1.0) and isinstance(reloaded.local_scale, tuple)
+    meta = last_checkpoint(finished_run)["dinokit"]["train_config"]
+    assert yaml.safe_load(yaml.safe_dump(meta)) | {"resume": False} == saved
+
+
+def test_metrics_checkpoint_and_curves(finished_run: Path) -> None:
+    records = step_records(finished_run)
+    assert [r["step"] for r in records] == list(range(1, 7))
+    for record in records:
+        for key in ("loss", "lr", "teacher_temp", "teacher_entropy", "kl"):
+            assert math.isfinite(record[key]), (key, record)
+        assert 0 <= record["teacher_entropy"] <= math.log(64) + 1e-4
+    checkpoint = last_checkpoint(finished_run)
+    assert (checkpoint["epoch"], checkpoint["step_in_epoch"], checkpoint["global_step"]) == (
+        2,
+        0,
+        6,
+    )
+    assert (finished_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(finished_run.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_exports_reload_like_the_trained_networks(finished_run: Path) -> None:
+    checkpoint = last_checkpoint(finished_run)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for branch in ("teacher", "student"):
+        reference = dinokit.create_backbone("vit_test", weights="none").eval()
+        reference.vit.load_state_dict(checkpoint[branch]["backbone"])
+        with torch.no_grad():
+            expected = reference(x)
+            from_file = dinokit.load(finished_run / f"{branch}.safetensors")
+            from_folder = dinokit.load(finished_run, branch=branch)
+            torch.testing.assert_close(from_file(x), expected, atol=0, rtol=0)
+            torch.testing.assert_close(from_folder(x), expected, atol=0, rtol=0)
+    with torch.no_grad():
+        teacher = dinokit.load(finished_run)(x)  # the teacher by default
+        torch.testing.assert_close(teacher, dinokit.load(finished_run, branch="teacher")(x))
+        assert not torch.equal(teacher, dinokit.load(finished_run, branch="student")(x))
+
+
+def test_unreadable_image_is_listed_and_skipped(finished_run: Path) -> None:
+    lines = (finished_run / "skipped.txt").read_text().splitlines()
+    assert len(lines) == 1
+    path, reason = lines[0].split("\t")
+    assert Path(path).name == "corrupt.jpg" and reason
+
+
+def test_existing_run_needs_resume(finished_run: Path) -> None:
+    before = (finished_run / "checkpoints" / "last.pt").stat().st_mtime_ns
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_config(finished_run.parent / "images" / "train", finished_run))
+    assert (finished_run / "checkpoints" / "last.pt").stat().st_mtime_ns == before
+
+
+def test_resume_without_checkpoint(image_folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(tiny_config(image_folder, tmp_path / "new", resume=True))
+    assert not (tmp_path / "new").exists()
+
+
+# --- a diverging run --------------------------------------------------------------------
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_forward = DINOLoss.forward
+    calls = []
+
+    def diverging(self: DINOLoss, *args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(1)
+        loss = real_forward(self, *args, **kwargs)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(DINOLoss, "forward", diverging)
+    run = tmp_path / "run"
+    with pytest.raises(
+        NonFiniteLossError, match=r"loss is nan at epoch 1, step 3: .*last checkpoint is kept"
+    ):
+        train(tiny_config(image_folder, run, save_every=2))
+    assert len(calls) == 3
+    checkpoint = last_checkpoint(run)
+    assert (checkpoint["epoch"], checkpoint["global_step"]) == (0, 2)
+    for tensor in checkpoint["student"]["backbone"].values():
+        assert torch.isfinite(tensor).all()
+    assert [r["step"] for r in step_records(run)] == [1, 2]
+    backbone = dinokit.load(run)  # no export was written: the checkpoint's teacher is read
+    assert not (run / "teacher.safetensors").exists()
+    for key, value in backbone.vit.state_dict().items():
+        assert torch.equal(value, checkpoint["teacher"]["backbone"][key]), key
