@@ -1,7 +1,9 @@
-"""Built-in sample images: a small labelled folder of drawn shapes, made on the fly.
+"""Built-in sample images: a small labelled folder of drawn textures, made on the fly.
 
-Ten classes of shapes (random colours, sizes, positions and textured backgrounds), so the
-demo and the tests need no download. Colour is not the label: a model has to see shape.
+Ten texture classes (stripes, checks, dots, rings, waves...), each image with random colours,
+scale and phase, so the demo and the tests need no download. Colour is not the label (every
+class draws its colours from the same distribution) and the class survives DINO's
+augmentations (crops, flips, colour jitter): a model has to learn structure to separate them.
 """
 
 from __future__ import annotations
@@ -11,110 +13,91 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFilter
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageFilter
 
-Box = tuple[float, float, float, float]
-_Drawer = Callable[[ImageDraw.ImageDraw, Box, tuple[int, int, int], random.Random], None]
-
-
-def _polygon(n: int, star: bool = False) -> _Drawer:
-    def draw(
-        d: ImageDraw.ImageDraw, box: Box, colour: tuple[int, int, int], rng: random.Random
-    ) -> None:
-        x0, y0, x1, y1 = box
-        cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
-        turn = rng.uniform(0, 2 * math.pi)
-        points = []
-        for i in range(n * (2 if star else 1)):
-            radius = r * (0.45 if star and i % 2 else 1.0)
-            angle = turn + math.pi * i / n if star else turn + 2 * math.pi * i / n
-            points.append((cx + radius * math.cos(angle), cy + radius * math.sin(angle)))
-        d.polygon(points, fill=colour)
-
-    return draw
+Grid = tuple[NDArray[np.float64], NDArray[np.float64]]
+_Pattern = Callable[[Grid, float, random.Random], NDArray[np.bool_]]
 
 
-def _circle(
-    d: ImageDraw.ImageDraw, box: Box, colour: tuple[int, int, int], rng: random.Random
-) -> None:
-    d.ellipse(box, fill=colour)
+def _hstripes(g: Grid, period: float, rng: random.Random) -> NDArray[np.bool_]:
+    return np.asarray(np.sin(2 * math.pi * g[0] / period + rng.uniform(0, 6.3)) > 0)
 
 
-def _ring(
-    d: ImageDraw.ImageDraw, box: Box, colour: tuple[int, int, int], rng: random.Random
-) -> None:
-    d.ellipse(box, outline=colour, width=max(2, int((box[2] - box[0]) / 7)))
+def _vstripes(g: Grid, period: float, rng: random.Random) -> NDArray[np.bool_]:
+    return _hstripes((g[1], g[0]), period, rng)
 
 
-def _cross(
-    d: ImageDraw.ImageDraw, box: Box, colour: tuple[int, int, int], rng: random.Random
-) -> None:
-    x0, y0, x1, y1 = box
-    w = (x1 - x0) / 4
-    d.rectangle((x0, (y0 + y1) / 2 - w / 2, x1, (y0 + y1) / 2 + w / 2), fill=colour)
-    d.rectangle(((x0 + x1) / 2 - w / 2, y0, (x0 + x1) / 2 + w / 2, y1), fill=colour)
+def _checker(g: Grid, period: float, rng: random.Random) -> NDArray[np.bool_]:
+    return np.asarray((np.floor(g[0] / period) + np.floor(g[1] / period)) % 2 == 0)
 
 
-def _stripes(vertical: bool) -> _Drawer:
-    def draw(
-        d: ImageDraw.ImageDraw, box: Box, colour: tuple[int, int, int], rng: random.Random
-    ) -> None:
-        x0, y0, x1, y1 = box
-        step = max(3.0, (x1 - x0) / 5)
-        for i in range(5):
-            if vertical:
-                d.rectangle((x0 + i * step, y0, x0 + i * step + step / 2, y1), fill=colour)
-            else:
-                d.rectangle((x0, y0 + i * step, x1, y0 + i * step + step / 2), fill=colour)
-
-    return draw
+def _dots(g: Grid, period: float, rng: random.Random) -> NDArray[np.bool_]:
+    y, x = (g[0] % period) - period / 2, (g[1] % period) - period / 2
+    return np.asarray(y * y + x * x < (period * 0.3) ** 2)
 
 
-def _checker(
-    d: ImageDraw.ImageDraw, box: Box, colour: tuple[int, int, int], rng: random.Random
-) -> None:
-    x0, y0, x1, _ = box
-    cell = (x1 - x0) / 4
-    for i in range(4):
-        for j in range(4):
-            if (i + j) % 2 == 0:
-                d.rectangle(
-                    (x0 + i * cell, y0 + j * cell, x0 + (i + 1) * cell, y0 + (j + 1) * cell),
-                    fill=colour,
-                )
+def _rings(g: Grid, period: float, rng: random.Random) -> NDArray[np.bool_]:
+    cy, cx = rng.uniform(0.2, 0.8) * g[0].max(), rng.uniform(0.2, 0.8) * g[1].max()
+    return np.asarray(np.sin(2 * math.pi * np.hypot(g[0] - cy, g[1] - cx) / period) > 0)
 
 
-SHAPES: dict[str, _Drawer] = {
-    "circle": _circle,
-    "ring": _ring,
-    "square": _polygon(4),
-    "triangle": _polygon(3),
-    "hexagon": _polygon(6),
-    "star": _polygon(5, star=True),
-    "cross": _cross,
-    "hstripes": _stripes(vertical=False),
-    "vstripes": _stripes(vertical=True),
+def _grid(g: Grid, period: float, rng: random.Random) -> NDArray[np.bool_]:
+    width = period * 0.2
+    return np.asarray((g[0] % period < width) | (g[1] % period < width))
+
+
+def _hwaves(g: Grid, period: float, rng: random.Random) -> NDArray[np.bool_]:
+    bend = period * 0.6 * np.sin(2 * math.pi * g[1] / (period * 2.5))
+    return np.asarray(np.sin(2 * math.pi * (g[0] + bend) / period) > 0)
+
+
+def _vwaves(g: Grid, period: float, rng: random.Random) -> NDArray[np.bool_]:
+    return _hwaves((g[1], g[0]), period, rng)
+
+
+def _blobs(g: Grid, period: float, rng: random.Random) -> NDArray[np.bool_]:
+    field = np.zeros_like(g[0])
+    for _ in range(3):
+        fy, fx = rng.uniform(0.5, 1.5) / period, rng.uniform(0.5, 1.5) / period
+        field += np.sin(2 * math.pi * (fy * g[0] + fx * g[1]) + rng.uniform(0, 6.3))
+    return np.asarray(field > 0)
+
+
+def _plain(g: Grid, period: float, rng: random.Random) -> NDArray[np.bool_]:
+    return np.asarray(g[0] < rng.uniform(0.3, 0.7) * g[0].max())  # two flat halves
+
+
+PATTERNS: dict[str, _Pattern] = {
+    "hstripes": _hstripes,
+    "vstripes": _vstripes,
     "checker": _checker,
+    "dots": _dots,
+    "rings": _rings,
+    "grid": _grid,
+    "hwaves": _hwaves,
+    "vwaves": _vwaves,
+    "blobs": _blobs,
+    "halves": _plain,
 }
 
 
-def draw_sample(shape: str, size: int, rng: random.Random) -> Image.Image:
-    """One ``size`` x ``size`` RGB image of ``shape`` on a textured background."""
-    background = tuple(rng.randrange(0, 256) for _ in range(3))
-    image = Image.new("RGB", (size, size), background)
-    draw = ImageDraw.Draw(image)
-    for _ in range(rng.randrange(2, 6)):  # background clutter: faint small dots
-        x, y, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(1, size / 16)
-        tint = tuple(min(255, max(0, c + rng.randrange(-40, 41))) for c in background)
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=tint)
-    while True:  # a shape colour that stands out from the background
-        colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
-        if sum(abs(a - b) for a, b in zip(colour, background, strict=True)) > 200:
-            break
-    side = rng.uniform(0.45, 0.8) * size
-    x0, y0 = rng.uniform(0, size - side), rng.uniform(0, size - side)
-    SHAPES[shape](draw, (x0, y0, x0 + side, y0 + side), colour, rng)
-    return image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.8)))
+def _colour(rng: random.Random) -> NDArray[np.float64]:
+    return np.array([rng.uniform(0, 255) for _ in range(3)])
+
+
+def draw_sample(pattern: str, size: int, rng: random.Random) -> Image.Image:
+    """One ``size`` x ``size`` RGB image of a texture class with random colours and scale."""
+    grid = np.mgrid[0:size, 0:size].astype(np.float64)
+    mask = PATTERNS[pattern]((grid[0], grid[1]), rng.uniform(0.12, 0.3) * size, rng)
+    first, second = _colour(rng), _colour(rng)
+    while np.abs(first - second).sum() < 150:  # keep the pattern visible
+        second = _colour(rng)
+    pixels = np.where(mask[..., None], first, second)
+    pixels += np.random.default_rng(rng.randrange(2**32)).normal(0, 8, pixels.shape)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    return image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.7)))
 
 
 def make_sample_images(
@@ -125,7 +108,7 @@ def make_sample_images(
     size: int = 64,
     seed: int = 0,
 ) -> Path:
-    """Write ``folder/{train,val}/<shape>/<n>.jpg`` (labelled by shape) and return ``folder``.
+    """Write ``folder/{train,val}/<pattern>/<n>.jpg`` (labelled by pattern); returns ``folder``.
 
     Args:
         folder: Destination (created; existing images with the same names are replaced).
@@ -137,9 +120,9 @@ def make_sample_images(
     folder = Path(folder)
     rng = random.Random(seed)
     for split, count in (("train", per_class), ("val", val_per_class)):
-        for shape in SHAPES:
-            target = folder / split / shape
+        for pattern in PATTERNS:
+            target = folder / split / pattern
             target.mkdir(parents=True, exist_ok=True)
             for i in range(count):
-                draw_sample(shape, size, rng).save(target / f"{i:04d}.jpg", quality=92)
+                draw_sample(pattern, size, rng).save(target / f"{i:04d}.jpg", quality=92)
     return folder

@@ -104,7 +104,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = make_image_folder(root / "images")
     for extra in sorted(data.glob("*/0000.jpg"))[8:]:
         extra.unlink()
-    (data / "circle" / "corrupt.jpg").write_bytes(b"this is not a JPEG file")
+    (data / "checker" / "corrupt.jpg").write_bytes(b"this is not a JPEG file")
     config = tiny_config(
         data, root / "run", batch_size=3, local_size=None, precision="auto", device="auto"
     )
