@@ -43,7 +43,7 @@ demo: setup
 	rm -rf $(DEMO)
 	$(BIN)/dinokit sample-data $(DEMO)/images
 	$(BIN)/dinokit train $(DEMO)/images/train --out $(DEMO)/run --model vit_test --weights none \
-		--epochs 15 --batch-size 50 --out-dim 1024 --local-crops 4 --lr 2e-3 --momentum 0.99 \
+		--epochs 25 --batch-size 50 --out-dim 1024 --local-crops 4 --lr 2e-3 --momentum 0.99 \
 		--eval-train $(DEMO)/images/train --eval-val $(DEMO)/images/val --workers 2 --no-progress
 
 clean:
