@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from typing import Any
 
 import torch
 
 from ..data import list_images
+from ..dino import collapse_signature
 from ..evaluation import knn_accuracy
 from ..features import extract_features
 from ..models import Backbone
@@ -77,3 +79,52 @@ class KnnMonitor:
             num_classes=len(self.class_index),
         )
         return accuracy[self.k]
+
+
+class CollapseWatch:
+    """Warns when a collapse signature persists (one step is a hint, many are a diagnosis).
+
+    The two known signatures (:func:`dinokit.dino.collapse_signature`): the loss sitting at
+    ``ln(out_dim)`` with a uniform teacher, or the teacher entropy going to 0.
+
+    Args:
+        out_dim: Number of prototypes.
+        patience: Consecutive steps showing a signature before warning.
+    """
+
+    def __init__(self, out_dim: int, *, patience: int = 100) -> None:
+        self.out_dim = out_dim
+        self.patience = patience
+        self.streak = 0
+        self.warned: set[str] = set()
+        self._last: str | None = None
+
+    def update(self, stats: dict[str, float], step: int) -> str | None:
+        """Feed one step's loss statistics; returns the signature when it is warned about."""
+        signature = collapse_signature(stats, self.out_dim)
+        self.streak = (
+            self.streak + 1
+            if signature is not None and signature == self._last
+            else (1 if signature is not None else 0)
+        )
+        self._last = signature
+        if signature is None or self.streak < self.patience or signature in self.warned:
+            return None
+        self.warned.add(signature)
+        hint = (
+            "every image gets the same flat output: raise --lr warm-up, lower --teacher-temp"
+            if signature == "uniform"
+            else "one prototype wins for every image: lower --lr or --momentum closer to 1"
+        )
+        logger.warning(
+            "possible collapse (%s) for %d steps at step %d: loss %.3f, ln(out_dim) %.3f, "
+            "teacher entropy %.3f; %s",
+            signature,
+            self.streak,
+            step,
+            stats["loss"],
+            math.log(self.out_dim),
+            stats["teacher_entropy"],
+            hint,
+        )
+        return signature

@@ -30,7 +30,7 @@ from .config import TrainConfig, steps_per_epoch
 from .data import EpochBatchSampler, build_views_dataset, epoch_loader
 from .loop import train_one_epoch
 from .metrics import MetricsLog, plot_curves
-from .monitor import KnnMonitor
+from .monitor import CollapseWatch, KnnMonitor
 from .optim import build_adamw, freeze_backbone, param_groups
 from .precision import autocast_context, make_grad_scaler, resolve_precision
 from .progress import Progress
@@ -289,11 +289,14 @@ def _run_epochs(
     if not resumed:
         evaluate_knn()  # the "before" number
     head_warmup = config.head_warmup_epochs or 0.0
+    collapse = CollapseWatch(state.loss.out_dim)
     failed: list[Failed] = []
     with _stop_on_interrupt() as interrupt:
 
         def on_step(stats: dict[str, float], n_images: int) -> None:
             progress.update(stats, n_images * dist.world_size, epoch=state.epoch)
+            if dist.is_main:
+                collapse.update(stats, state.global_step)
             if metrics is not None and state.global_step % config.log_every == 0:
                 metrics.write(
                     {
