@@ -21,11 +21,11 @@ import timm
 import torch
 from torch import nn
 
-from dinokit.train import TrainConfig
-from dinokit.train.build import build_networks
-from dinokit.train.loop import train_step
-from dinokit.train.precision import autocast_context, resolve_precision
-from dinokit.train.run import _build_state
+from dinokit.training import TrainConfig
+from dinokit.training.build import build_networks
+from dinokit.training.loop import train_step
+from dinokit.training.precision import autocast_context, resolve_precision
+from dinokit.training.run import _build_state
 
 
 def make_views(batch: int, n_local: int) -> list[torch.Tensor]:

@@ -73,8 +73,8 @@ def add_parser(subparsers: Any) -> None:
 def build_config(args: argparse.Namespace) -> Any:
     """Merge defaults, ``--config`` YAML, the saved config of a resumed run, and flags."""
     from ..config_io import read_yaml
-    from ..train import TrainConfig
-    from ..train.run import CONFIG_FILE
+    from ..training import TrainConfig
+    from ..training.run import CONFIG_FILE
 
     values: dict[str, Any] = {}
     if args.config:
@@ -95,7 +95,7 @@ def build_config(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Train; on Ctrl-C the checkpoint is saved and the exit code is 130."""
-    from ..train import train
+    from ..training import train
 
     out = train(build_config(args))
     print(f"run saved in {out}: teacher.safetensors, student.safetensors, metrics.jsonl")

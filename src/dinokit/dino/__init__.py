@@ -2,7 +2,7 @@
 
 Projection head, loss with centring and temperature schedule, EMA teacher, per-step
 schedules and multi-crop augmentation; the training loop that uses them lives in
-``dinokit.train``.
+``dinokit.training``.
 """
 
 from dinokit.dino.collapse import collapse_signature

@@ -259,7 +259,7 @@ def apply_schedules(optimizer: torch.optim.Optimizer, *, lr: float, weight_decay
         except KeyError as exc:
             raise KeyError(
                 f"optimizer group {group.get('name', '?')!r} has no {exc}: build the groups "
-                "with dinokit.train.optim.param_groups"
+                "with dinokit.training.optim.param_groups"
             ) from None
 
 

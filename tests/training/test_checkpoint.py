@@ -1,4 +1,4 @@
-"""Tests for dinokit.train.checkpoint (atomic save, weights-only load, RNG round-trips)."""
+"""Tests for dinokit.training.checkpoint (atomic save, weights-only load, RNG round-trips)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from dinokit.train import checkpoint as checkpoint_mod
-from dinokit.train.checkpoint import (
+from dinokit.training import checkpoint as checkpoint_mod
+from dinokit.training.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,

@@ -1,4 +1,4 @@
-"""Tests for dinokit.train.precision (reference: facebookresearch/dino main_dino.py use_fp16)."""
+"""Tests for dinokit.training.precision (reference: facebookresearch/dino main_dino.py use_fp16)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import contextlib
 import pytest
 import torch
 
-from dinokit.train import precision as precision_mod
-from dinokit.train.precision import (
+from dinokit.training import precision as precision_mod
+from dinokit.training.precision import (
     autocast_context,
     autocast_dtype,
     make_grad_scaler,

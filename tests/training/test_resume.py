@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import torch
 
-from dinokit.train import loop, train
-from tests.train.test_run import (
+from dinokit.training import loop, train
+from tests.training.test_run import (
     STEPS_PER_EPOCH,
     fast_training,
     image_folder,

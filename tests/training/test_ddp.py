@@ -16,9 +16,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from dinokit.train import TrainConfig, train
-from dinokit.train import run as run_module
-from tests.train.test_run import fast_training, image_folder, last_checkpoint, tiny_config
+from dinokit.training import TrainConfig, train
+from dinokit.training import run as run_module
+from tests.training.test_run import fast_training, image_folder, last_checkpoint, tiny_config
 
 __all__ = ["fast_training", "image_folder"]  # shared fixtures
 

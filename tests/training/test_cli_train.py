@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from dinokit.cli import main
-from tests.train.test_run import fast_training, image_folder, last_checkpoint, step_records
+from tests.training.test_run import fast_training, image_folder, last_checkpoint, step_records
 
 __all__ = ["fast_training", "image_folder"]  # shared fixtures
 

@@ -1,4 +1,4 @@
-"""Tests for dinokit.train.optim (reference: facebookresearch/dino utils.get_params_groups and
+"""Tests for dinokit.training.optim (reference: facebookresearch/dino utils.get_params_groups and
 utils.clip_gradients; layer decay as in facebookresearch/dinov2 get_vit_lr_decay_rate)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from dinokit.dino.head import DINOHead
 from dinokit.models import create_backbone
-from dinokit.train.optim import (
+from dinokit.training.optim import (
     apply_schedules,
     build_adamw,
     clip_gradients,

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from dinokit.train.monitor import CollapseWatch
+from dinokit.training.monitor import CollapseWatch
 
 
 def test_uniform_collapse_warns_once_after_patience(caplog: pytest.LogCaptureFixture) -> None:

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from dinokit.dino.head import DINOHead
-from dinokit.train import train
-from dinokit.train.build import Networks, build_networks
+from dinokit.training import train
+from dinokit.training.build import Networks, build_networks
 from tests.models.checkpoints import (
     DinoFullCheckpoint,
     legacy_head_state,
@@ -23,7 +23,7 @@ from tests.models.checkpoints import (
     write_dino_backbone_pth,
     write_dino_full_checkpoint,
 )
-from tests.train.test_run import (
+from tests.training.test_run import (
     STEPS_PER_EPOCH,
     fast_training,
     image_folder,

@@ -9,8 +9,8 @@ import torch
 
 from dinokit.data import list_images
 from dinokit.dino import MultiCropTransform
-from dinokit.train.data import EpochBatchSampler, SeededViews, build_views_dataset, epoch_loader
-from tests.train.test_run import image_folder
+from dinokit.training.data import EpochBatchSampler, SeededViews, build_views_dataset, epoch_loader
+from tests.training.test_run import image_folder
 
 __all__ = ["image_folder"]  # the shared session fixture
 

@@ -1,4 +1,4 @@
-"""End-to-end tests of ``dinokit.train.train``: what a run folder holds and how it reloads.
+"""End-to-end tests of ``dinokit.training.train``: what a run folder holds and how it reloads.
 
 Every run uses the tiny ``vit_test`` backbone on a handful of 32 px drawn images, so a whole
 training run takes about a second on a CPU. The helpers at the top are shared by the other
@@ -20,10 +20,10 @@ import yaml
 import dinokit
 from dinokit.dino import DINOLoss
 from dinokit.sample_data import make_sample_images
-from dinokit.train import NonFiniteLossError, TrainConfig, train
-from dinokit.train import run as run_module
-from dinokit.train.checkpoint import load_checkpoint
-from dinokit.train.metrics import plot_curves
+from dinokit.training import NonFiniteLossError, TrainConfig, train
+from dinokit.training import run as run_module
+from dinokit.training.checkpoint import load_checkpoint
+from dinokit.training.metrics import plot_curves
 
 #: Images in the shared folder (10 classes x 1) and the batch size of most tests.
 N_IMAGES = 10
@@ -221,3 +221,19 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     assert not (run / "teacher.safetensors").exists()
     for key, value in backbone.vit.state_dict().items():
         assert torch.equal(value, checkpoint["teacher"]["backbone"][key]), key
+
+
+def test_python_api_train_function(image_folder: Path, tmp_path: Path) -> None:
+    """``dinokit.train(folder, out=..., **options)`` is the CLI's run, from Python."""
+    import dataclasses
+
+    import dinokit
+
+    options = dataclasses.asdict(tiny_config(image_folder, tmp_path / "unused", epochs=1))
+    for key in ("data", "out"):
+        options.pop(key)
+    run = dinokit.train(image_folder, out=tmp_path / "api-run", **options)
+    assert (run / "teacher.safetensors").is_file()
+    assert dinokit.load(run).embed_dim == 64
+    with pytest.raises(ValueError, match="unknown keys"):
+        dinokit.train(image_folder, out=tmp_path / "bad", no_such_option=1)
