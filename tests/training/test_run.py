@@ -237,3 +237,15 @@ def test_python_api_train_function(image_folder: Path, tmp_path: Path) -> None:
     assert dinokit.load(run).embed_dim == 64
     with pytest.raises(ValueError, match="unknown keys"):
         dinokit.train(image_folder, out=tmp_path / "bad", no_such_option=1)
+
+
+def test_model_trained_below_native_size_records_its_size(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    """vit_test is native 64 px; trained on 32 px crops, its exports say 32 (and the kNN
+    monitor evaluates at 32), so users embed at the size the model learned."""
+    import dinokit
+
+    run = train(tiny_config(image_folder, tmp_path / "small", epochs=1))
+    assert dinokit.get_config("vit_test").preprocessing.size == 64
+    assert dinokit.load(run).config.preprocessing.size == 32

@@ -135,6 +135,9 @@ def build_networks(config: TrainConfig) -> Networks:
             resolved.out_dim,
             weights_file.path if weights_file else "?",
         )
+    if resolved.global_size != backbone_config.preprocessing.size:
+        # The model learns at the global crop size: evaluate and export it at that size.
+        backbone.config = backbone_config.with_preprocessing(size=resolved.global_size)
     student = MultiCropNetwork(backbone, head)
     teacher = make_teacher(student)
     assert isinstance(teacher, MultiCropNetwork)
