@@ -249,3 +249,21 @@ def test_model_trained_below_native_size_records_its_size(
     run = train(tiny_config(image_folder, tmp_path / "small", epochs=1))
     assert dinokit.get_config("vit_test").preprocessing.size == 64
     assert dinokit.load(run).config.preprocessing.size == 32
+
+
+def test_a_run_folder_as_model_continues_with_its_head(image_folder: Path, tmp_path: Path) -> None:
+    """``--model runs/x`` starts from that run's teacher backbone *and* head (last.pt)."""
+    import torch
+
+    from dinokit.training.build import build_networks
+
+    first = train(tiny_config(image_folder, tmp_path / "first", epochs=1))
+    nets = build_networks(
+        tiny_config(image_folder, tmp_path / "second", model=str(first), weights=None)
+    )
+    saved = last_checkpoint(first)["teacher"]
+    assert nets.config.head_warmup_epochs == 0  # the head came with the weights
+    for key, value in nets.student.head.state_dict().items():
+        assert torch.equal(value, saved["head"][key]), key
+    for key, value in nets.student.backbone.vit.state_dict().items():
+        assert torch.equal(value, saved["backbone"][key]), key

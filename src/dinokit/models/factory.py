@@ -130,16 +130,33 @@ def load(
     return backbone
 
 
+def run_folder_file(folder: Path, *, branch: str = "teacher", with_head: bool = False) -> Path:
+    """The weights file of a training run folder.
+
+    Args:
+        folder: A ``dinokit train`` output folder.
+        branch: ``teacher`` or ``student``.
+        with_head: Prefer ``checkpoints/last.pt`` (backbone, DINO head and loss centre) over
+            the exported ``<branch>.safetensors`` (backbone only).
+
+    Raises:
+        FileNotFoundError: the folder holds neither file.
+    """
+    candidates = [folder / f"{branch}.safetensors", folder / "checkpoints" / "last.pt"]
+    if with_head:
+        candidates.reverse()
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise FileNotFoundError(
+            f"{folder}: a folder without {branch}.safetensors or checkpoints/last.pt; "
+            "is it a dinokit run folder?"
+        )
+    return found
+
+
 def _load_path(path: Path, *, branch: str) -> Backbone:
     if path.is_dir():
-        candidates = [path / f"{branch}.safetensors", path / "checkpoints" / "last.pt"]
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            raise FileNotFoundError(
-                f"{path}: a folder without {branch}.safetensors or checkpoints/last.pt; "
-                "is it a dinokit run folder?"
-            )
-        path = found
+        path = run_folder_file(path, branch=branch)
     weights_file = read_weights(path, branch=branch)
     config = infer_config(weights_file)
     backbone = Backbone(build_vit(config), config)

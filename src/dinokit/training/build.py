@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..dino import DINOHead, make_teacher
 from ..models import Backbone, BackboneConfig, build_vit, get_config
-from ..models.factory import NO_WEIGHTS, fill_backbone, infer_config
+from ..models.factory import NO_WEIGHTS, fill_backbone, infer_config, run_folder_file
 from ..models.weights import read_weights, resolve_official_weights
 from ..models.weights.files import WeightsFile
 from .config import TrainConfig, resolve_auto
@@ -49,17 +49,7 @@ def initial_weights(config: TrainConfig) -> tuple[BackboneConfig, WeightsFile | 
     model_path = Path(config.model).expanduser()
     if model_path.exists():
         if model_path.is_dir():
-            model_path = next(
-                (
-                    p
-                    for p in (
-                        model_path / "checkpoints" / "last.pt",
-                        model_path / "teacher.safetensors",
-                    )
-                    if p.is_file()
-                ),
-                model_path,
-            )
+            model_path = run_folder_file(model_path, with_head=True)
         weights_file = read_weights(model_path)
         return infer_config(weights_file), weights_file
     backbone_config = get_config(config.model)
