@@ -184,7 +184,7 @@ def _build_state(
     precision: str,
 ) -> TrainState:
     student, teacher = nets.student.to(device), nets.teacher.to(device)
-    assert config.layer_decay is not None
+    assert config.layer_decay is not None and config.out_dim is not None  # resolved
     groups = param_groups(
         student,
         layer_decay=None if config.layer_decay == 1.0 else config.layer_decay,
@@ -199,7 +199,7 @@ def _build_state(
             find_unused_parameters=bool(config.head_warmup_epochs),
         )
     loss = DINOLoss(
-        config.out_dim or 65536,
+        config.out_dim,
         n_crops=2 + config.local_crops,
         warmup_teacher_temp=config.warmup_teacher_temp,
         teacher_temp=config.teacher_temp,
@@ -237,10 +237,11 @@ def _run_epochs(
     skipped: list[tuple[str, str]],
     resumed: bool,
 ) -> None:
+    assert config.global_size is not None and config.local_size is not None  # resolved
     autocast = autocast_context(precision, device)
     transform = MultiCropTransform(
-        global_size=config.global_size or 224,
-        local_size=config.local_size or 96,
+        global_size=config.global_size,
+        local_size=config.local_size,
         n_local_crops=config.local_crops,
         global_scale=config.global_scale,
         local_scale=config.local_scale,
@@ -248,7 +249,7 @@ def _run_epochs(
         std=state.student.backbone.config.preprocessing.std,
     )
     dataset = build_views_dataset(
-        records, transform, seed=config.seed, draft_size=config.global_size or 224
+        records, transform, seed=config.seed, draft_size=config.global_size
     )
     metrics = (
         MetricsLog(out / "metrics.jsonl", resume_step=state.global_step if resumed else None)
