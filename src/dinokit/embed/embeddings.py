@@ -1,0 +1,156 @@
+"""The embeddings container and its file formats.
+
+An :class:`Embeddings` holds one L2-normalised (unless asked otherwise) vector per image,
+the image's path relative to its input root, its label (the first-level subfolder of a
+labelled folder, else ``None``) and the metadata needed to embed a new image the same way
+(model record, preprocessing, feature, branch, normalisation).
+
+Files:
+- Parquet (the main format): columns ``path`` (string), ``label`` (string, null when
+  unlabelled), ``embedding`` (fixed-size list of float32) and ``root`` (int16 index into
+  ``metadata["roots"]``); the metadata is JSON under the schema key ``dinokit``.
+- ``.npy``: the (N, D) float32 matrix, with a ``<name>.paths.tsv`` sidecar
+  (``path<TAB>label<TAB>root``) and a ``<name>.meta.json`` sidecar.
+- ``.csv``: lightly's layout ``filenames,embedding_0,...,embedding_{D-1},labels``; labels
+  are integer class indices there (the class names go to ``<name>.meta.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+logger = logging.getLogger(__name__)
+
+METADATA_KEY = b"dinokit"
+"""Schema metadata key of a dinokit Parquet embeddings file."""
+
+FORMATS: tuple[str, ...] = (".parquet", ".npy", ".csv")
+"""File suffixes :meth:`Embeddings.save` and :meth:`Embeddings.load` understand."""
+
+
+class EmbeddingsFileError(ValueError):
+    """An embeddings file that cannot be read, with the file and what to do."""
+
+
+@dataclass
+class Embeddings:
+    """Image embeddings with their paths, labels and the recipe that made them.
+
+    Attributes:
+        paths: (N,) image paths relative to their input root, POSIX style.
+        labels: (N,) class names (the labelled folder's subfolder) or ``None``.
+        vectors: (N, D) float32 matrix; rows are L2-normalised unless
+            ``metadata["normalize"]`` is false.
+        metadata: How the vectors were made: ``model`` (the record that reloads the
+            backbone offline), ``fingerprint``, ``preprocess``, ``size``, ``feature``,
+            ``branch``, ``normalize``, ``roots`` (absolute input roots) and ``skipped``
+            (``[{"path", "reason"}]``).
+        roots: (N,) index of each image's input root in ``metadata["roots"]``.
+    """
+
+    paths: list[str]
+    labels: list[str | None]
+    vectors: NDArray[np.float32]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    roots: NDArray[np.int16] | None = None
+
+    def __post_init__(self) -> None:
+        self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
+        if self.vectors.ndim != 2:
+            raise ValueError(f"vectors must be (N, D), got shape {self.vectors.shape}")
+        n = self.vectors.shape[0]
+        if len(self.paths) != n or len(self.labels) != n:
+            raise ValueError(
+                f"{len(self.paths)} paths and {len(self.labels)} labels for {n} vectors"
+            )
+        if self.roots is None:
+            self.roots = np.zeros(n, dtype=np.int16)
+        self.roots = np.asarray(self.roots, dtype=np.int16)
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Vector width D."""
+        return int(self.vectors.shape[1])
+
+    @property
+    def labelled(self) -> bool:
+        """Whether at least one image has a label."""
+        return any(label is not None for label in self.labels)
+
+    def absolute_path(self, index: int) -> Path:
+        """The image file of row ``index`` (its input root joined with its path)."""
+        roots = self.metadata.get("roots") or []
+        assert self.roots is not None
+        root_index = int(self.roots[index])
+        if root_index < len(roots):
+            return Path(roots[root_index]) / self.paths[index]
+        return Path(self.paths[index])
+
+    def absolute_paths(self) -> list[Path]:
+        """The image file of every row, in order."""
+        return [self.absolute_path(i) for i in range(len(self))]
+
+    def index_of(self, path: str | Path) -> int:
+        """Row of an image given by its stored relative path or by its file path.
+
+        Raises:
+            KeyError: No row has that path.
+        """
+        text = Path(path).as_posix()
+        for i, stored in enumerate(self.paths):
+            if stored == text:
+                return i
+        target = Path(path).expanduser().absolute()
+        for i in range(len(self)):
+            if self.absolute_path(i) == target:
+                return i
+        raise KeyError(f"{path}: not in these embeddings ({len(self)} images)")
+
+    def subset(self, rows: NDArray[np.integer[Any]] | list[int]) -> Embeddings:
+        """A new :class:`Embeddings` with only the given rows (same metadata)."""
+        idx = np.asarray(rows, dtype=np.int64)
+        assert self.roots is not None
+        return Embeddings(
+            paths=[self.paths[i] for i in idx],
+            labels=[self.labels[i] for i in idx],
+            vectors=self.vectors[idx],
+            metadata=dict(self.metadata),
+            roots=self.roots[idx],
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Embeddings:
+        """Read an embeddings file written by :meth:`save` (or ``dinokit embed``).
+
+        Raises:
+            FileNotFoundError: The file does not exist.
+            EmbeddingsFileError: The file is not an embeddings file this version reads.
+        """
+        from . import _formats
+
+        return _formats.read(Path(path))
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write to ``.parquet``, ``.npy`` (+ sidecars) or lightly's ``.csv``, atomically.
+
+        Raises:
+            FileExistsError: The file exists and ``overwrite`` is false.
+        """
+        from . import _formats
+
+        return _formats.write(self, Path(path), overwrite=overwrite)
+
+
+def metadata_json(metadata: dict[str, Any]) -> bytes:
+    """Metadata as compact UTF-8 JSON (sorted keys, so equal metadata gives equal bytes)."""
+    return json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()
