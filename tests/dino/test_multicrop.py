@@ -97,6 +97,29 @@ def test_reference_pipeline_structure() -> None:
         assert list(steps[-1].mean) == [0.5] * 3 and list(steps[-1].std) == [0.25] * 3
 
 
+def _blur_radii(transform: MultiCropTransform) -> set[tuple[float, float]]:
+    pipelines = (
+        transform.global_transform_1,
+        transform.global_transform_2,
+        transform.local_transform,
+    )
+    return {
+        step.radius
+        for pipeline in pipelines
+        for step in pipeline.transforms
+        if isinstance(step, RandomGaussianBlur)
+    }
+
+
+def test_blur_radius_is_the_reference_at_224_and_scales_with_the_global_size() -> None:
+    # Reference utils.GaussianBlur: radius ~ U(0.1, 2.0) px on every view at 224/96 px.
+    assert _blur_radii(MultiCropTransform()) == {(0.1, 2.0)}
+    # A 32 px global crop is blurred as much relative to its content: 32/224 of the radius.
+    (small,) = _blur_radii(MultiCropTransform(global_size=32, local_size=16))
+    assert small == pytest.approx((0.1 * 32 / 224, 2.0 * 32 / 224))
+    assert _blur_radii(MultiCropTransform(global_size=32, blur_radius=(0.5, 1.0))) == {(0.5, 1.0)}
+
+
 @pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 1.0])
 def test_blur_applied_with_probability_p(p: float) -> None:
     torch.manual_seed(0)

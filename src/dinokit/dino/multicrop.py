@@ -119,6 +119,10 @@ class MultiCropTransform:
         local_scale: RandomResizedCrop area range of local crops.
         mean: Per-channel normalisation mean, from the backbone's preprocessing config.
         std: Per-channel normalisation std, from the backbone's preprocessing config.
+        blur_radius: ``(min, max)`` Gaussian blur radius in pixels. Default: the reference's
+            ``(0.1, 2.0)`` scaled by ``global_size / 224``, so it is exactly the reference at
+            224 px and blurs a 32 px crop as much, relative to its content, as the reference
+            blurs a 224 px one (an absolute 2 px radius erases most of a 32 px image).
 
     Attributes:
         global_transform_1: Pipeline of the first global view (always blurred).
@@ -136,6 +140,7 @@ class MultiCropTransform:
         local_scale: tuple[float, float] = DEFAULT_LOCAL_SCALE,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        blur_radius: tuple[float, float] | None = None,
     ) -> None:
         if global_size < 1 or local_size < 1:
             raise ValueError("MultiCropTransform: crop sizes must be >= 1")
@@ -144,18 +149,22 @@ class MultiCropTransform:
         if len(mean) != 3 or len(std) != 3:
             raise ValueError("MultiCropTransform: mean and std need 3 values (RGB)")
         self.n_local_crops = n_local_crops
+        if blur_radius is None:
+            factor = global_size / DEFAULT_GLOBAL_SIZE
+            blur_radius = (BLUR_RADIUS[0] * factor, BLUR_RADIUS[1] * factor)
+        self.blur_radius = blur_radius
         self.global_transform_1 = _view_pipeline(
-            global_size, global_scale, [RandomGaussianBlur(BLUR_P_GLOBAL_1)], mean, std
+            global_size, global_scale, [RandomGaussianBlur(BLUR_P_GLOBAL_1, blur_radius)], mean, std
         )
         self.global_transform_2 = _view_pipeline(
             global_size,
             global_scale,
-            [RandomGaussianBlur(BLUR_P_GLOBAL_2), RandomSolarize(SOLARIZE_P_GLOBAL_2)],
+            [RandomGaussianBlur(BLUR_P_GLOBAL_2, blur_radius), RandomSolarize(SOLARIZE_P_GLOBAL_2)],
             mean,
             std,
         )
         self.local_transform = _view_pipeline(
-            local_size, local_scale, [RandomGaussianBlur(BLUR_P_LOCAL)], mean, std
+            local_size, local_scale, [RandomGaussianBlur(BLUR_P_LOCAL, blur_radius)], mean, std
         )
 
     @property
