@@ -1,0 +1,273 @@
+"""Near-duplicate and byte-identical images in an embeddings collection.
+
+Two images are near-duplicates when the cosine similarity of their embeddings is at least a
+threshold; groups are the connected components of that relation. The similar pairs come
+from a k-nearest-neighbour graph built with FAISS one chunk of queries at a time (exact
+below 100,000 images, IVF above), so memory grows with N * neighbours, never N * N.
+Byte-identical files are found by SHA-256, hashing only files whose size is shared.
+
+The default threshold was chosen on re-encoded, resized and cropped copies of real photos
+(see ``docs/using-embeddings.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .embed import Embeddings
+from .search._callable import make_callable
+from .search._vectors import chunks, unit_rows
+from .search.index import DEFAULT_NPROBE, build_index
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.95
+"""Cosine similarity at or above which two images are called near-duplicates."""
+
+DEFAULT_NEIGHBOURS = 16
+"""Neighbours searched per image; larger groups still connect through chains of them."""
+
+QUERY_CHUNK = 4096
+"""Queries per FAISS call (memory O(QUERY_CHUNK * neighbours))."""
+
+
+@dataclass(frozen=True)
+class DuplicateMember:
+    """One image of a duplicate group.
+
+    Attributes:
+        row: Its row in the embeddings.
+        path: Its stored (relative) path.
+        label: Its label, or ``None``.
+        score: Highest cosine similarity to another member of the group.
+        identical: Byte-identical to another member.
+    """
+
+    row: int
+    path: str
+    label: str | None
+    score: float
+    identical: bool
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """Images that are near-duplicates of each other (connected through similar pairs).
+
+    Attributes:
+        group: Group number, 0 for the largest.
+        kind: ``identical`` when every member has the same bytes, else ``near``.
+        members: Most similar first.
+    """
+
+    group: int
+    kind: str
+    members: list[DuplicateMember]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "group": self.group,
+            "kind": self.kind,
+            "size": len(self.members),
+            "members": [asdict(m) for m in self.members],
+        }
+
+
+def connected_components(n: int, a: NDArray[np.int64], b: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Component labels of an undirected graph given as an edge list.
+
+    Vectorised hooking and pointer jumping (Shiloach & Vishkin, 1982): memory O(n + edges).
+
+    Args:
+        n: Number of nodes.
+        a: (E,) first endpoints.
+        b: (E,) second endpoints.
+
+    Returns:
+        (n,) the smallest node id of each node's component.
+    """
+    labels = np.arange(n, dtype=np.int64)
+    if len(a) == 0:
+        return labels
+    while True:
+        la, lb = labels[a], labels[b]
+        differ = la != lb
+        if not differ.any():
+            return labels
+        la, lb = la[differ], lb[differ]
+        low, high = np.minimum(la, lb), np.maximum(la, lb)
+        # Hook each root onto the smallest root it touches, then flatten the trees.
+        np.minimum.at(labels, high, low)
+        while True:
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
+
+
+def _similar_pairs(
+    x: NDArray[np.float32], *, threshold: float, neighbours: int, index: str, nprobe: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+    """Pairs ``(i, j, cosine)`` with ``i < j`` and cosine >= threshold, from a k-NN graph."""
+    n = x.shape[0]
+    vindex = build_index(x, index, nprobe=nprobe)
+    k = min(neighbours + 1, n)  # +1: an image is its own nearest neighbour
+    found_a: list[NDArray[np.int64]] = []
+    found_b: list[NDArray[np.int64]] = []
+    found_s: list[NDArray[np.float32]] = []
+    for rows in chunks(n, QUERY_CHUNK):
+        scores, ids = vindex.search(x[rows], k)
+        query = np.arange(rows.start, rows.stop, dtype=np.int64)[:, None]
+        keep = (ids >= 0) & (ids != query) & (scores >= threshold)
+        qi = np.broadcast_to(query, ids.shape)[keep]
+        found_a.append(np.minimum(qi, ids[keep]))
+        found_b.append(np.maximum(qi, ids[keep]))
+        found_s.append(scores[keep])
+    a, b, s = np.concatenate(found_a), np.concatenate(found_b), np.concatenate(found_s)
+    if len(a):  # each pair is usually found from both ends: keep one
+        order = np.lexsort((b, a))
+        a, b, s = a[order], b[order], s[order]
+        first = np.ones(len(a), dtype=bool)
+        first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+        a, b, s = a[first], b[first], s[first]
+    return a, b, s
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_hashes(files: list[Path]) -> dict[int, str]:
+    """SHA-256 of the files that share their size with another file (others are unique).
+
+    Args:
+        files: Image files; missing or unreadable ones are skipped (logged once).
+
+    Returns:
+        ``{position in files: hex digest}`` for the hashed files.
+    """
+    by_size: dict[int, list[int]] = defaultdict(list)
+    missing = 0
+    for i, path in enumerate(files):
+        try:
+            by_size[os.stat(path).st_size].append(i)
+        except OSError:
+            missing += 1
+    if missing:
+        logger.info("%d of %d images not found: not compared byte for byte", missing, len(files))
+    hashes: dict[int, str] = {}
+    for same_size in by_size.values():
+        if len(same_size) < 2:
+            continue
+        for i in same_size:
+            try:
+                hashes[i] = _sha256(files[i])
+            except OSError as exc:
+                logger.warning("%s: cannot read (%s); not compared byte for byte", files[i], exc)
+    return hashes
+
+
+def find_duplicates(
+    embeddings: str | Path | Embeddings,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    index: str = "auto",
+    nprobe: int = DEFAULT_NPROBE,
+    hash_files: bool = True,
+) -> list[DuplicateGroup]:
+    """Groups of near-duplicate (cosine >= threshold) and byte-identical images.
+
+    Args:
+        embeddings: An embeddings file or :class:`~dinokit.embed.Embeddings`.
+        threshold: Cosine similarity in [-1, 1] at or above which two images are linked.
+        neighbours: Nearest neighbours examined per image.
+        index: Neighbour search: ``auto`` (exact up to 100,000 images, IVF above), ``exact``,
+            ``ivf`` (``hnsw`` is refused: graph search misses exact ties).
+        nprobe: IVF lists scanned per image.
+        hash_files: Also link byte-identical files (needs the images on disk).
+
+    Returns:
+        Groups of two or more images, largest first.
+
+    Example:
+        >>> for group in dinokit.duplicates("shop.parquet", threshold=0.95):
+        ...     print(group.kind, [m.path for m in group.members])
+    """
+    if not -1.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
+    if neighbours < 1:
+        raise ValueError(f"neighbours must be >= 1, got {neighbours}")
+    if index not in ("auto", "exact", "ivf"):
+        raise ValueError(f"duplicates supports the index kinds auto, exact and ivf, not {index!r}")
+    emb = embeddings if isinstance(embeddings, Embeddings) else Embeddings.load(embeddings)
+    n = len(emb)
+    if n < 2:
+        return []
+    x = unit_rows(emb.vectors)
+    a, b, s = _similar_pairs(
+        x, threshold=threshold, neighbours=neighbours, index=index, nprobe=nprobe
+    )
+    logger.info("%d image pairs with cosine >= %.3f", len(a), threshold)
+
+    hashes = file_hashes(emb.absolute_paths()) if hash_files else {}
+    by_hash: dict[str, list[int]] = defaultdict(list)
+    for row, digest in hashes.items():
+        by_hash[digest].append(row)
+    same_a = [rows[0] for rows in by_hash.values() for _ in rows[1:]]
+    same_b = [row for rows in by_hash.values() for row in rows[1:]]
+    identical = np.zeros(n, dtype=bool)
+    identical[same_a + same_b] = True
+
+    all_a = np.concatenate([a, np.asarray(same_a, dtype=np.int64)])
+    all_b = np.concatenate([b, np.asarray(same_b, dtype=np.int64)])
+    labels = connected_components(n, all_a, all_b)
+
+    best = np.full(n, -np.inf, dtype=np.float32)
+    np.maximum.at(best, a, s)
+    np.maximum.at(best, b, s)
+    for rows in by_hash.values():  # identical files: their own cosine (1 unless re-embedded)
+        for i in rows:
+            others = [j for j in rows if j != i]
+            if others:
+                best[i] = max(best[i], float(np.max(x[others] @ x[i])))
+
+    members_of: dict[int, list[int]] = defaultdict(list)
+    for row in np.flatnonzero(labels != np.arange(n)).tolist():
+        members_of[int(labels[row])].append(row)
+    components = [[root, *rows] for root, rows in members_of.items()]
+    components.sort(key=lambda rows: (-len(rows), emb.paths[rows[0]]))
+    groups: list[DuplicateGroup] = []
+    for number, rows in enumerate(components):
+        members = [
+            DuplicateMember(
+                row=r,
+                path=emb.paths[r],
+                label=emb.labels[r],
+                score=float(best[r]),
+                identical=bool(identical[r]),
+            )
+            for r in rows
+        ]
+        members.sort(key=lambda m: (-m.score, m.path))
+        digests = {hashes.get(r) for r in rows}
+        kind = "identical" if len(digests) == 1 and None not in digests else "near"
+        groups.append(DuplicateGroup(group=number, kind=kind, members=members))
+    return groups
+
+
+make_callable(__name__, find_duplicates)
