@@ -1,5 +1,19 @@
-"""Evaluation of embeddings: DINO's weighted kNN classifier (facebookresearch/dino)."""
+"""Evaluation of embeddings: DINO's weighted kNN (facebookresearch/dino), a linear probe and
+label-free quality scores."""
 
 from .knn import DEFAULT_K, DEFAULT_TEMPERATURE, knn_accuracy, knn_predict
+from .linear import LinearProbeResult, linear_probe
+from .quality import QualityScore, effective_rank, quality_score, uniformity
 
-__all__ = ["DEFAULT_K", "DEFAULT_TEMPERATURE", "knn_accuracy", "knn_predict"]
+__all__ = [
+    "DEFAULT_K",
+    "DEFAULT_TEMPERATURE",
+    "LinearProbeResult",
+    "QualityScore",
+    "effective_rank",
+    "knn_accuracy",
+    "knn_predict",
+    "linear_probe",
+    "quality_score",
+    "uniformity",
+]

@@ -16,7 +16,7 @@ import torch
 
 from ..data import list_images
 from ..dino import collapse_signature
-from ..evaluation import knn_accuracy
+from ..evaluation import knn_accuracy, quality_score
 from ..features import extract_features
 from ..models import Backbone
 
@@ -49,6 +49,8 @@ class KnnMonitor:
         self.k = k
         self.batch_size = batch_size
         self.workers = workers
+        #: Label-free score of the reference features at the last :meth:`evaluate` call.
+        self.last_quality: dict[str, float] | None = None
 
     def _labels(self, records: list[Any], indices: torch.Tensor) -> torch.Tensor:
         # Val classes absent from train get label -1: never predicted, counted as wrong.
@@ -78,6 +80,13 @@ class KnnMonitor:
             k=self.k,
             num_classes=len(self.class_index),
         )
+        if len(train.features) >= 2:
+            self.last_quality = quality_score(train.features).to_dict()
+            logger.info(
+                "teacher effective rank %.2f, uniformity %.3f (label-free)",
+                self.last_quality["effective_rank"],
+                self.last_quality["uniformity"],
+            )
         return accuracy[self.k]
 
 
