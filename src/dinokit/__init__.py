@@ -3,6 +3,8 @@
 from pathlib import Path
 from typing import Any
 
+from . import embed
+from .embed import Embeddings
 from .models import (
     Backbone,
     BackboneConfig,
@@ -40,11 +42,13 @@ def train(data: str | Path | list[str | Path], *, out: str | Path, **options: An
 __all__ = [
     "Backbone",
     "BackboneConfig",
+    "Embeddings",
     "Features",
     "Preprocessing",
     "TrainConfig",
     "__version__",
     "create_backbone",
+    "embed",
     "get_config",
     "list_backbones",
     "load",

@@ -156,11 +156,7 @@ def _read_parquet(path: Path) -> Embeddings:
         values = column.flatten().to_numpy(zero_copy_only=False)
         vectors = np.asarray(values, dtype=np.float32).reshape(n, -1)
     labels = table.column("label").to_pylist() if "label" in names else [None] * n
-    roots = (
-        np.asarray(table.column("root").to_numpy(), dtype=np.int16)
-        if "root" in names
-        else None
-    )
+    roots = np.asarray(table.column("root").to_numpy(), dtype=np.int16) if "root" in names else None
     return Embeddings(
         paths=table.column("path").to_pylist(),
         labels=labels,

@@ -10,6 +10,7 @@ pinned memory on CUDA, ``inference_mode`` and autocast in the resolved precision
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -235,7 +236,7 @@ class Embedder:
         """The recipe of the vectors, JSON-serialisable (``Embeddings.metadata`` entries)."""
         from .. import __version__
 
-        return {
+        recipe = {
             "format_version": METADATA_VERSION,
             "dinokit_version": __version__,
             "model": dict(self._record),
@@ -250,6 +251,9 @@ class Embedder:
             "dim": self.dim,
             "precision": self.precision,
         }
+        # As read back from a file (tuples become lists), so recipes compare equal.
+        plain: dict[str, Any] = json.loads(json.dumps(recipe))
+        return plain
 
     def embed_files(self, paths: Sequence[str | Path]) -> tuple[NDArray[np.float32], list[Failed]]:
         """Vectors of image files.
