@@ -11,9 +11,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import embed_cmd, env_cmd, models_cmd, sample_cmd, train_cmd
+from . import embed_cmd, env_cmd, map_cmd, models_cmd, report_cmd, sample_cmd, train_cmd
 
-_COMMANDS = (train_cmd, embed_cmd, models_cmd, env_cmd, sample_cmd)
+_COMMANDS = (train_cmd, embed_cmd, models_cmd, env_cmd, sample_cmd, map_cmd, report_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,7 +50,13 @@ class QualityScore:
 
 
 def _as_tensor(vectors: Tensor | NDArray[np.floating]) -> Tensor:
-    x = vectors if isinstance(vectors, Tensor) else torch.from_numpy(np.asarray(vectors))
+    x = (
+        vectors
+        if isinstance(vectors, Tensor)
+        else torch.from_numpy(
+            np.require(vectors, requirements="W")  # torch wants writable memory
+        )
+    )
     x = x.detach().float().cpu()
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"embeddings must be a non-empty (N, D) matrix, got {tuple(x.shape)}")

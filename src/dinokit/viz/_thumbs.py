@@ -1,0 +1,98 @@
+"""Small thumbnails of many images, decoded in parallel and streamed in order.
+
+Decoding uses JPEG draft mode (the decoder downscales by 1/2..1/8 while the short side stays
+above the thumbnail size), so a 12-megapixel photo costs a fraction of a full decode. At most
+a few thumbnails per worker are in flight, so memory stays flat however many are asked for.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from ..data.io import ImageReadError, open_image
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """One encoded thumbnail, or why there is none.
+
+    Attributes:
+        data: JPEG bytes, ``None`` when the image could not be read.
+        width: Pixel width (0 when unreadable).
+        height: Pixel height (0 when unreadable).
+        error: The reason the image could not be read, else ``None``.
+    """
+
+    data: bytes | None
+    width: int = 0
+    height: int = 0
+    error: str | None = None
+
+
+def thumbnail_image(path: str | Path, size: int) -> Image.Image:
+    """The image at ``path`` shrunk to fit a ``size`` x ``size`` box (aspect kept), RGB.
+
+    Raises:
+        ImageReadError: The file cannot be read as an image.
+    """
+    image = open_image(path, draft_size=size)
+    image.thumbnail((size, size), Image.Resampling.BILINEAR)
+    return image
+
+
+def encode_thumbnail(path: str | Path, size: int, *, quality: int = 80) -> Thumbnail:
+    """A JPEG thumbnail of ``path`` fitting ``size`` x ``size``; unreadable files give an error."""
+    try:
+        image = thumbnail_image(path, size)
+    except ImageReadError as error:
+        return Thumbnail(data=None, error=error.reason)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality, optimize=True)
+    return Thumbnail(data=buffer.getvalue(), width=image.width, height=image.height)
+
+
+def default_workers() -> int:
+    """Threads for thumbnail decoding: the CPUs this process may use, at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus))
+
+
+def stream_thumbnails(
+    paths: Iterable[str | Path], size: int, *, workers: int | None = None
+) -> Iterator[Thumbnail]:
+    """Thumbnails of ``paths`` in the same order, decoded by a thread pool.
+
+    PIL releases the GIL while decoding and resizing, so threads scale; at most
+    ``4 * workers`` results are held at any time.
+
+    Args:
+        paths: Image files.
+        size: Longest side of each thumbnail in pixels.
+        workers: Decoding threads (default: :func:`default_workers`).
+
+    Yields:
+        One :class:`Thumbnail` per path, in order.
+    """
+    count = workers or default_workers()
+    window: deque[Future[Thumbnail]] = deque()
+    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="thumbs") as pool:
+        for path in paths:
+            window.append(pool.submit(encode_thumbnail, path, size))
+            if len(window) >= 4 * count:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()

@@ -1,0 +1,404 @@
+"""2-D maps of embeddings: a layout (PCA, UMAP or t-SNE) drawn as a PNG scatter.
+
+- PCA (default, no extra dependency): the top-2 eigenvectors of the D x D covariance,
+  accumulated over row chunks, so memory is flat in the number of images.
+- UMAP (McInnes, Healy & Melville, 2018, ``umap-learn``) and t-SNE (van der Maaten & Hinton,
+  2008, ``scikit-learn``) when the ``viz`` extra is installed; both start from a 50-d PCA,
+  the usual way to make them fast and stable on wide features.
+
+Points are coloured by label or cluster; the legend keeps the largest groups and gathers the
+rest under "other". Optional thumbnails sit at spread-out points (farthest-point sampling).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..data.io import ImageReadError
+from ..embed.embeddings import Embeddings
+from ._inputs import (
+    Clusters,
+    MissingDependencyError,
+    atomic_write,
+    check_output,
+    load_embeddings,
+    read_clusters,
+)
+from ._thumbs import default_workers, thumbnail_image
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
+
+Method = Literal["pca", "umap", "tsne"]
+METHODS: tuple[str, ...] = ("pca", "umap", "tsne")
+ColorBy = Literal["label", "cluster"]
+
+OTHER_COLOR = "#9e9e9e"
+NONE_COLOR = "#d0d0d0"
+
+
+def pca(
+    vectors: NDArray[np.floating[Any]], k: int = 2, *, chunk: int = 65536
+) -> NDArray[np.float32]:
+    """Project rows onto their top-``k`` principal components.
+
+    Args:
+        vectors: (N, D) features.
+        k: Output dimensions (clipped to D).
+        chunk: Rows per step when accumulating the covariance and projecting.
+
+    Returns:
+        (N, k) float32 coordinates; each component's sign is fixed so its largest loading is
+        positive (the same input always gives the same picture).
+    """
+    n, d = vectors.shape
+    k = min(k, d)
+    mean = np.zeros(d, dtype=np.float64)
+    for start in range(0, n, chunk):
+        mean += vectors[start : start + chunk].sum(axis=0, dtype=np.float64)
+    mean /= max(n, 1)
+    cov = np.zeros((d, d), dtype=np.float64)
+    for start in range(0, n, chunk):
+        block = vectors[start : start + chunk].astype(np.float64) - mean
+        cov += block.T @ block
+    _, vecs = np.linalg.eigh(cov)  # ascending eigenvalues
+    components = vecs[:, ::-1][:, :k]
+    signs = np.sign(components[np.abs(components).argmax(axis=0), np.arange(k)])
+    components = components * np.where(signs == 0, 1.0, signs)
+    out = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, chunk):
+        out[start : start + chunk] = (vectors[start : start + chunk] - mean) @ components
+    return out
+
+
+def _import_optional(module: str, package: str, method: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"--method {method} needs {package}: pip install 'dinokit[viz]' "
+            f"(or {package}), or use --method pca"
+        ) from error
+
+
+def layout_2d(
+    vectors: NDArray[np.floating[Any]], *, method: Method = "pca", seed: int = 0
+) -> NDArray[np.float32]:
+    """Place each row in 2-D.
+
+    Args:
+        vectors: (N, D) features.
+        method: ``pca``, ``umap`` (needs ``umap-learn``) or ``tsne`` (needs ``scikit-learn``).
+        seed: Random seed of UMAP / t-SNE.
+
+    Returns:
+        (N, 2) float32 coordinates.
+
+    Raises:
+        ValueError: Unknown method.
+        MissingDependencyError: The method's package is not installed.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown map method {method!r}; use one of {', '.join(METHODS)}")
+    n = vectors.shape[0]
+    if method == "pca" or n < 4:
+        return pca(vectors, 2)
+    reduced = pca(vectors, 50) if vectors.shape[1] > 50 else np.asarray(vectors, np.float32)
+    if method == "umap":
+        umap = _import_optional("umap", "umap-learn", "umap")
+        model = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed)
+        return np.asarray(model.fit_transform(reduced), dtype=np.float32)
+    manifold = _import_optional("sklearn.manifold", "scikit-learn", "tsne")
+    model = manifold.TSNE(
+        n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=seed
+    )
+    return np.asarray(model.fit_transform(reduced), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class LegendEntry:
+    """One colour of the map: its name, how many points have it, and the colour."""
+
+    name: str
+    count: int
+    color: str
+
+
+def color_groups(
+    names: Sequence[str | None], *, max_entries: int = 20, none_name: str = "none"
+) -> tuple[NDArray[np.int64], list[LegendEntry]]:
+    """Give each group a colour; past ``max_entries`` the smallest groups share "other".
+
+    Args:
+        names: (N,) group of each point (``None``: no group).
+        max_entries: Most legend entries, "other" and ``none_name`` included.
+        none_name: Legend name of the points without a group.
+
+    Returns:
+        (N,) index into the entries per point, and the entries (largest groups first, then
+        "other", then ``none_name``).
+    """
+    from matplotlib import colormaps
+
+    counts = Counter(name for name in names if name is not None)
+    ranked = sorted(counts, key=lambda name: (-counts[name], name))
+    none_count = sum(1 for name in names if name is None)
+    slots = max(1, max_entries - (1 if none_count else 0))
+    shown = ranked if len(ranked) <= slots else ranked[: slots - 1]
+    cmap = colormaps["tab10" if len(shown) <= 10 else "tab20"]
+    entries = [
+        LegendEntry(name, counts[name], _hex(cmap(i % cmap.N))) for i, name in enumerate(shown)
+    ]
+    index = {name: i for i, name in enumerate(shown)}
+    hidden = ranked[len(shown) :]
+    if hidden:
+        other = sum(counts[name] for name in hidden)
+        entries.append(LegendEntry(f"other ({len(hidden)} groups)", other, OTHER_COLOR))
+    other_code = len(shown)
+    none_code = len(entries)
+    if none_count:
+        entries.append(LegendEntry(none_name, none_count, NONE_COLOR))
+    codes = np.array(
+        [none_code if n is None else index.get(n, other_code) for n in names], dtype=np.int64
+    )
+    return codes, entries
+
+
+def _hex(rgba: tuple[float, float, float, float]) -> str:
+    return "#" + "".join(f"{round(255 * c):02x}" for c in rgba[:3])
+
+
+def spread_sample(coords: NDArray[np.floating[Any]], count: int) -> NDArray[np.int64]:
+    """``count`` rows far apart from each other in 2-D (greedy farthest-point sampling).
+
+    Args:
+        coords: (N, 2) points.
+        count: How many to pick (at most N).
+
+    Returns:
+        (count,) row indices, the point nearest the centre first.
+    """
+    n = coords.shape[0]
+    count = min(count, n)
+    if count <= 0:
+        return np.zeros(0, dtype=np.int64)
+    span = np.ptp(coords, axis=0)
+    pts = (coords - coords.min(axis=0)) / np.where(span > 0, span, 1.0)
+    chosen = [int(np.argmin(((pts - pts.mean(axis=0)) ** 2).sum(axis=1)))]
+    nearest = ((pts - pts[chosen[0]]) ** 2).sum(axis=1)
+    for _ in range(count - 1):
+        pick = int(np.argmax(nearest))
+        chosen.append(pick)
+        nearest = np.minimum(nearest, ((pts - pts[pick]) ** 2).sum(axis=1))
+    return np.array(chosen, dtype=np.int64)
+
+
+@dataclass
+class MapResult:
+    """What :func:`plot_map` drew.
+
+    Attributes:
+        path: The PNG written (``None`` when only a figure was built).
+        coords: (N, 2) layout of every row.
+        method: The layout method.
+        color_by: ``label``, ``cluster`` or ``None`` (one colour).
+        legend: The legend entries (empty when one colour).
+        thumbnails: Rows shown as thumbnails.
+    """
+
+    path: Path | None
+    coords: NDArray[np.float32]
+    method: str
+    color_by: str | None
+    legend: list[LegendEntry]
+    thumbnails: list[int]
+
+
+def _group_names(
+    emb: Embeddings, color: ColorBy | None, clusters: Clusters | None, source: str
+) -> tuple[list[str | None] | None, str | None]:
+    if color is None:
+        color = "label" if emb.labelled else "cluster" if clusters is not None else None
+    if color is None:
+        return None, None
+    if color == "label":
+        if not emb.labelled:
+            raise ValueError(
+                f"{source}: the images have no labels; use --color cluster with --clusters DIR"
+            )
+        return list(emb.labels), "label"
+    if color == "cluster":
+        if clusters is None:
+            raise ValueError("--color cluster needs --clusters DIR (the output of dinokit cluster)")
+        return [None if c < 0 else f"cluster {c}" for c in clusters.ids.tolist()], "cluster"
+    raise ValueError(f"unknown --color {color!r}; use label or cluster")
+
+
+def draw_map(
+    coords: NDArray[np.floating[Any]],
+    *,
+    codes: NDArray[np.int64] | None = None,
+    legend: Sequence[LegendEntry] = (),
+    legend_title: str | None = None,
+    title: str = "",
+    thumbnails: Sequence[tuple[int, Any]] = (),
+    seed: int = 0,
+) -> Figure:
+    """Draw the scatter (and thumbnails) on a new Agg figure.
+
+    Args:
+        coords: (N, 2) points.
+        codes: (N,) index into ``legend`` per point, or ``None`` for one colour.
+        legend: Colours and names, as from :func:`color_groups`.
+        legend_title: Title of the legend box.
+        title: Figure title.
+        thumbnails: ``(row, PIL image)`` pairs drawn at their points.
+        seed: Drawing order shuffle (so no group is always on top).
+
+    Returns:
+        The figure (not shown, not saved).
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    n = coords.shape[0]
+    fig = Figure(figsize=(11 if legend else 9, 8), dpi=120)
+    ax = fig.add_subplot()
+    order = np.random.default_rng(seed).permutation(n)
+    palette = np.array([entry.color for entry in legend] or ["#1f77b4"])
+    colors = palette[codes[order]] if codes is not None else palette[np.zeros(n, dtype=np.int64)]
+    size = float(np.clip(30000 / max(n, 1), 1.0, 30.0))
+    ax.scatter(
+        coords[order, 0], coords[order, 1], c=colors, s=size, alpha=0.8, linewidths=0,
+        rasterized=True,
+    )  # fmt: skip
+    for row, image in thumbnails:
+        frame = palette[codes[row]] if codes is not None else palette[0]
+        box = AnnotationBbox(
+            OffsetImage(np.asarray(image), zoom=1.0),
+            (float(coords[row, 0]), float(coords[row, 1])),
+            frameon=True,
+            pad=0.1,
+            bboxprops={"edgecolor": frame, "linewidth": 1.5},
+        )
+        ax.add_artist(box)
+    if legend:
+        handles = [
+            Line2D([], [], marker="o", linestyle="", color=e.color, label=f"{e.name} ({e.count})")
+            for e in legend
+        ]
+        ax.legend(
+            handles=handles, title=legend_title, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+            fontsize="small", frameon=False,
+        )  # fmt: skip
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def _load_thumbnails(emb: Embeddings, rows: NDArray[np.int64], size: int) -> list[tuple[int, Any]]:
+    def load(row: int) -> tuple[int, Any]:
+        try:
+            return row, thumbnail_image(emb.absolute_path(row), size)
+        except ImageReadError as error:
+            logger.warning("map thumbnail skipped: %s", error)
+            return row, None
+
+    with ThreadPoolExecutor(max_workers=default_workers()) as pool:
+        loaded = list(pool.map(load, rows.tolist()))
+    return [(row, image) for row, image in loaded if image is not None]
+
+
+def plot_map(
+    embeddings: Embeddings | str | Path,
+    out: str | Path | None,
+    *,
+    method: Method = "pca",
+    color: ColorBy | None = None,
+    clusters: str | Path | Clusters | None = None,
+    thumbnails: int = 0,
+    thumbnail_size: int = 48,
+    max_legend: int = 20,
+    overwrite: bool = False,
+    seed: int = 0,
+) -> MapResult:
+    """Lay the embeddings out in 2-D and write the scatter as a PNG.
+
+    Args:
+        embeddings: An :class:`Embeddings` or its file.
+        out: The PNG to write, or ``None`` to only compute (the result has ``path=None``).
+        method: ``pca`` (default), ``umap`` or ``tsne``.
+        color: ``label``, ``cluster`` or ``None`` (labels when there are any, else clusters
+            when given, else one colour).
+        clusters: A ``dinokit cluster`` folder, its ``assignments.csv`` or read clusters.
+        thumbnails: How many images to draw at spread-out points (0: none).
+        thumbnail_size: Longest side of those thumbnails in pixels.
+        max_legend: Most legend entries; smaller groups are drawn grey as "other".
+        overwrite: Replace an existing ``out``.
+        seed: Random seed of the layout and the drawing order.
+
+    Returns:
+        The layout, legend and thumbnail rows; the PNG path.
+
+    Raises:
+        FileExistsError: ``out`` exists and ``overwrite`` is false.
+        MissingDependencyError: UMAP / t-SNE asked for without its package.
+        ValueError: Colouring asked for that the data cannot give.
+    """
+    source = str(embeddings) if not isinstance(embeddings, Embeddings) else "embeddings"
+    if out is not None:
+        out = Path(out)
+        check_output(out, overwrite=overwrite)
+    emb = load_embeddings(embeddings)
+    if len(emb) == 0:
+        raise ValueError(f"{source}: no images to draw")
+    if clusters is not None and not isinstance(clusters, Clusters):
+        clusters = read_clusters(clusters, emb)
+    names, color_by = _group_names(emb, color, clusters, source)
+    coords = layout_2d(emb.vectors, method=method, seed=seed)
+    none_name = "no cluster" if color_by == "cluster" else "no label"
+    codes, legend = (
+        color_groups(names, max_entries=max_legend, none_name=none_name)
+        if names is not None
+        else (None, [])
+    )
+    thumb_rows = spread_sample(coords, thumbnails)
+    images = _load_thumbnails(emb, thumb_rows, thumbnail_size) if thumbnails else []
+    result = MapResult(
+        path=out,
+        coords=coords,
+        method=method,
+        color_by=color_by,
+        legend=legend,
+        thumbnails=[row for row, _ in images],
+    )
+    if out is None:
+        return result
+    fig = draw_map(
+        coords,
+        codes=codes,
+        legend=legend,
+        legend_title=color_by,
+        title=f"{len(emb)} images, {method.upper() if method != 'tsne' else 't-SNE'}",
+        thumbnails=images,
+        seed=seed,
+    )
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
+    logger.debug("wrote %s (%d points, %s)", out, len(emb), method)
+    return result

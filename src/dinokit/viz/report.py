@@ -1,0 +1,355 @@
+"""A one-page static HTML report of an embeddings file.
+
+Sections: a summary (model, options, counts, skipped files), the 2-D map, clusters as
+thumbnail strips (closest to the centre first), nearest neighbours of a sample of images, and
+duplicate groups. The page has no script and loads nothing from outside: the thumbnails
+(small JPEGs, lazily loaded) and the map sit in ``<name>_files/`` next to the page and are
+linked relatively, or are embedded as data URIs with ``inline=True`` (one file to share).
+
+Large collections stay light: every section shows a capped number of images, thumbnails are
+decoded in parallel and streamed to disk, and nearest neighbours are computed in row chunks,
+so memory does not grow with the number of images.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..embed.embeddings import Embeddings
+from . import _report_html as h
+from ._inputs import (
+    Clusters,
+    DuplicateGroup,
+    atomic_write,
+    check_output,
+    default_mode,
+    load_embeddings,
+    read_clusters,
+    read_duplicate_groups,
+)
+from ._thumbs import stream_thumbnails
+from .map import Method, plot_map
+
+logger = logging.getLogger(__name__)
+
+
+def nearest_neighbours(
+    vectors: NDArray[np.floating[Any]], queries: NDArray[np.int64], k: int, *, chunk: int = 32768
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Cosine top-``k`` neighbours of some rows among all rows (the row itself excluded).
+
+    Args:
+        vectors: (N, D) features (normalised here per chunk, so any scale works).
+        queries: (Q,) row indices.
+        k: Neighbours per query (clipped to N - 1).
+        chunk: Rows of ``vectors`` compared at a time; memory is O(Q * (chunk + k)).
+
+    Returns:
+        (Q, k) neighbour rows and (Q, k) cosine similarities, most similar first.
+    """
+    n = vectors.shape[0]
+    k = max(0, min(k, n - 1))
+    q = _unit(vectors[queries])
+    best_idx = np.zeros((len(queries), 0), dtype=np.int64)
+    best_sim = np.zeros((len(queries), 0), dtype=np.float32)
+    for start in range(0, n, chunk):
+        sims = q @ _unit(vectors[start : start + chunk]).T
+        local = np.arange(start, start + sims.shape[1], dtype=np.int64)
+        sims[local[None, :] == queries[:, None]] = -np.inf
+        idx = np.concatenate([best_idx, np.broadcast_to(local, sims.shape)], axis=1)
+        sim = np.concatenate([best_sim, sims], axis=1)
+        top = np.argpartition(-sim, min(k, sim.shape[1] - 1), axis=1)[:, :k]
+        best_idx = np.take_along_axis(idx, top, axis=1)
+        best_sim = np.take_along_axis(sim, top, axis=1)
+    order = np.argsort(-best_sim, axis=1, kind="stable")
+    return np.take_along_axis(best_idx, order, 1), np.take_along_axis(best_sim, order, 1)
+
+
+def _unit(x: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
+    x32 = np.asarray(x, dtype=np.float32)
+    norms = np.maximum(np.linalg.norm(x32, axis=1, keepdims=True), np.float32(1e-12))
+    return np.asarray(x32 / norms, dtype=np.float32)
+
+
+@dataclass
+class ReportResult:
+    """What :func:`write_report` wrote.
+
+    Attributes:
+        path: The HTML page.
+        files: The folder of thumbnails and the map (``None`` with ``inline=True``).
+        images: Rows in the embeddings.
+        thumbnails: Thumbnails shown (distinct images).
+        unreadable: Shown images whose file could not be read.
+        sections: Section ids in page order.
+        seconds: Time taken.
+    """
+
+    path: Path
+    files: Path | None
+    images: int
+    thumbnails: int
+    unreadable: int
+    sections: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class _Plan:
+    """Which rows each section shows (decided before any image is decoded)."""
+
+    clusters: list[tuple[int, int, list[int]]] = field(default_factory=list)  # id, size, rows
+    hidden_clusters: int = 0
+    queries: list[tuple[int, list[tuple[int, float]]]] = field(default_factory=list)
+    groups: list[DuplicateGroup] = field(default_factory=list)
+    per_group: int = 12
+
+    def rows(self) -> list[int]:
+        wanted = {r for _, _, rows in self.clusters for r in rows}
+        for query, hits in self.queries:
+            wanted.add(query)
+            wanted.update(r for r, _ in hits)
+        return sorted(wanted.union(r for g in self.groups for r in g.rows[: self.per_group]))
+
+
+def write_report(
+    embeddings: Embeddings | str | Path,
+    out: str | Path,
+    *,
+    clusters: str | Path | None = None,
+    duplicates: str | Path | None = None,
+    overwrite: bool = False,
+    inline: bool = False,
+    queries: int = 24,
+    neighbours: int = 8,
+    per_cluster: int = 24,
+    max_clusters: int = 100,
+    max_groups: int = 100,
+    per_group: int = 12,
+    thumbnail_size: int = 96,
+    map_method: Method = "pca",
+    workers: int | None = None,
+    seed: int = 0,
+) -> ReportResult:
+    """Write the HTML report of an embeddings file.
+
+    Args:
+        embeddings: An :class:`Embeddings` or its file.
+        out: The HTML file; thumbnails go to ``<stem>_files/`` beside it.
+        clusters: A ``dinokit cluster`` folder (or its ``assignments.csv``).
+        duplicates: A ``dinokit duplicates`` ``groups.csv``.
+        overwrite: Replace an existing page and its files folder.
+        inline: Embed thumbnails and the map as data URIs (one file, larger).
+        queries: Images whose nearest neighbours are shown (a seeded random sample).
+        neighbours: Neighbours per query.
+        per_cluster: Images shown per cluster (closest to the centre first).
+        max_clusters: Clusters shown (the largest when there are more).
+        max_groups: Duplicate groups shown (the largest first).
+        per_group: Images shown per duplicate group.
+        thumbnail_size: Longest thumbnail side in pixels.
+        map_method: Layout of the map (``pca``, ``umap``, ``tsne``).
+        workers: Thumbnail decoding threads (default: the CPUs, at most 8).
+        seed: Seed of the query sample and the map.
+
+    Returns:
+        Where it was written and what it shows.
+
+    Raises:
+        FileExistsError: The page or its files folder exists and ``overwrite`` is false.
+        FileNotFoundError: A clusters/duplicates file is missing.
+        ValueError: A clusters/duplicates file has the wrong columns, or no images.
+    """
+    started = time.perf_counter()
+    out = Path(out)
+    files = out.with_name(f"{out.stem}_files")
+    check_output(out, overwrite=overwrite)
+    if not inline:
+        check_output(files, overwrite=overwrite)
+    emb = load_embeddings(embeddings)
+    if len(emb) == 0:
+        raise ValueError(f"{embeddings}: no images to report on")
+    found = read_clusters(clusters, emb) if clusters is not None else None
+    groups = read_duplicate_groups(duplicates, emb) if duplicates is not None else None
+    plan = _plan(emb, found, (queries, neighbours, seed), per_cluster, max_clusters)
+    plan.groups, plan.per_group = (groups or [])[:max_groups], per_group
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.stem}_files.", dir=out.parent))
+    try:
+        staging.chmod(default_mode(folder=True))
+        (staging / "t").mkdir()
+        thumbs, unreadable = _write_thumbnails(
+            emb, plan.rows(), staging, files.name, inline, thumbnail_size, workers
+        )
+        map_ref = _draw_map(emb, found, staging, files.name, inline, map_method, seed)
+        sections = _sections(emb, found, groups, plan, thumbs, unreadable, map_ref)
+        from .. import __version__
+
+        page = h.page(
+            title=f"dinokit report: {out.stem}",
+            sections=sections,
+            size=thumbnail_size,
+            version=__version__,
+        )
+        _publish(out, page, None if inline else (staging, files))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    result = ReportResult(
+        path=out,
+        files=None if inline else files,
+        images=len(emb),
+        thumbnails=len(thumbs),
+        unreadable=len(unreadable),
+        sections=[ident for ident, _, _ in sections],
+        seconds=time.perf_counter() - started,
+    )
+    logger.info(
+        "wrote %s (%d images, %d thumbnails, %.1f s)",
+        out,
+        result.images,
+        result.thumbnails,
+        result.seconds,
+    )
+    return result
+
+
+def _plan(
+    emb: Embeddings,
+    found: Clusters | None,
+    sample: tuple[int, int, int],
+    per_cluster: int,
+    max_clusters: int,
+) -> _Plan:
+    plan = _Plan()
+    if found is not None:
+        sizes = Counter(int(c) for c in found.ids if c >= 0)
+        kept = sorted(sorted(sizes, key=lambda c: (-sizes[c], c))[:max_clusters])
+        plan.hidden_clusters = len(sizes) - len(kept)
+        plan.clusters = [(c, sizes[c], found.members(c)[:per_cluster].tolist()) for c in kept]
+    queries, neighbours, seed = sample
+    if queries > 0 and neighbours > 0 and len(emb) > 1:
+        rng = np.random.default_rng(seed)
+        picked = np.sort(rng.choice(len(emb), size=min(queries, len(emb)), replace=False))
+        idx, sim = nearest_neighbours(emb.vectors, picked.astype(np.int64), neighbours)
+        plan.queries = [
+            (int(q), [(int(r), float(s)) for r, s in zip(idx[i], sim[i], strict=True)])
+            for i, q in enumerate(picked)
+        ]
+    return plan
+
+
+def _write_thumbnails(
+    emb: Embeddings,
+    rows: list[int],
+    staging: Path,
+    files_name: str,
+    inline: bool,
+    size: int,
+    workers: int | None,
+) -> tuple[dict[int, h.ThumbRef], dict[int, str]]:
+    """Decode and store the thumbnails of ``rows``; returns their refs and unreadable rows."""
+    refs: dict[int, h.ThumbRef] = {}
+    unreadable: dict[int, str] = {}
+    paths = (emb.absolute_path(row) for row in rows)
+    for row, thumb in zip(rows, stream_thumbnails(paths, size, workers=workers), strict=True):
+        if thumb.data is None:
+            unreadable[row] = thumb.error or "unreadable"
+            continue
+        if inline:
+            src = "data:image/jpeg;base64," + base64.b64encode(thumb.data).decode("ascii")
+        else:
+            (staging / "t" / f"{row}.jpg").write_bytes(thumb.data)
+            src = f"{quote(files_name)}/t/{row}.jpg"
+        refs[row] = h.ThumbRef(src, thumb.width, thumb.height)
+    if unreadable:
+        logger.warning("%d images shown in the report could not be read", len(unreadable))
+    return refs, unreadable
+
+
+def _draw_map(
+    emb: Embeddings,
+    found: Clusters | None,
+    staging: Path,
+    files_name: str,
+    inline: bool,
+    method: Method,
+    seed: int,
+) -> tuple[h.ThumbRef, str]:
+    """Draw the map into the staging folder; returns its ref and a one-line description."""
+    from PIL import Image
+
+    result = plot_map(emb, staging / "map.png", method=method, clusters=found, seed=seed)
+    with Image.open(staging / "map.png") as image:
+        width, height = image.size
+    if inline:
+        data = base64.b64encode((staging / "map.png").read_bytes()).decode("ascii")
+        src = "data:image/png;base64," + data
+    else:
+        src = f"{quote(files_name)}/map.png"
+    by = f", coloured by {result.color_by}" if result.color_by else ""
+    return h.ThumbRef(src, width, height), f"{method.upper()} of {len(emb)} images{by}."
+
+
+def _sections(
+    emb: Embeddings,
+    found: Clusters | None,
+    groups: list[DuplicateGroup] | None,
+    plan: _Plan,
+    thumbs: dict[int, h.ThumbRef],
+    unreadable: dict[int, str],
+    map_ref: tuple[h.ThumbRef, str],
+) -> list[tuple[str, str, str]]:
+    from ._report_sections import (
+        clusters_section,
+        duplicates_section,
+        map_section,
+        neighbours_section,
+        summary_section,
+    )
+
+    def tile_of(row: int, caption: str, *, query: bool = False) -> h.Tile:
+        return h.Tile(
+            path=emb.paths[row],
+            caption=caption,
+            thumb=thumbs.get(row),
+            reason=unreadable.get(row, ""),
+            query=query,
+        )
+
+    clusters_html = clusters_section(plan.clusters, plan.hidden_clusters, found, tile_of)
+    duplicates_html = duplicates_section(plan.groups, plan.per_group, groups, tile_of)
+    return [
+        ("summary", "Summary", summary_section(emb, found, groups)),
+        ("map", "Map", map_section(*map_ref)),
+        ("clusters", "Clusters", clusters_html),
+        ("neighbours", "Nearest neighbours", neighbours_section(plan.queries, emb, tile_of)),
+        ("duplicates", "Duplicates", duplicates_html),
+    ]
+
+
+def _publish(out: Path, page: str, folder: tuple[Path, Path] | None) -> None:
+    """Move the staged files folder into place, then write the page atomically."""
+    if folder is not None:
+        staged, final = folder
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}.old.", dir=out.parent)
+        os.close(fd)
+        old = Path(name)
+        old.unlink()
+        if final.exists():
+            os.replace(final, old)
+        os.replace(staged, final)
+        shutil.rmtree(old, ignore_errors=True)
+    atomic_write(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))

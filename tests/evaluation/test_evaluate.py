@@ -1,0 +1,93 @@
+"""evaluate(): known kNN answers from embeddings, and models on generated labelled folders."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dinokit.embed import Embeddings
+from dinokit.evaluation import evaluate
+from tests.data._helpers import write_jpeg
+
+S = math.sqrt(1 - 0.99**2)
+
+
+def _known() -> tuple[Embeddings, Embeddings]:
+    # One "cat" at cosine 1 from the first query, three "dog"s at cosine 0.99.
+    # Query 1 (a dog): k=1 -> cat (wrong); k=4 -> dogs 3 * exp(-0.01 / 0.07) = 2.60 > 1: right.
+    # Query 2 (a dog) on the third axis: nearest is the third dog (0.141) for any k.
+    train = Embeddings(
+        paths=["c.jpg", "d1.jpg", "d2.jpg", "d3.jpg"],
+        labels=["cat", "dog", "dog", "dog"],
+        vectors=np.array([[1, 0, 0], [0.99, S, 0], [0.99, -S, 0], [0.99, 0, S]], dtype=np.float32),
+        metadata={"preprocess": "resize", "feature": "cls", "branch": "teacher"},
+    )
+    val = Embeddings(
+        paths=["q1.jpg", "q2.jpg"],
+        labels=["dog", "dog"],
+        vectors=np.array([[1, 0, 0], [0, 0, 1]], dtype=np.float32),
+    )
+    return train, val
+
+
+def test_hand_computed_knn_from_embeddings(tmp_path) -> None:
+    train, val = _known()
+    train_file = train.save(tmp_path / "train.parquet")
+    (row,) = evaluate(train_embeddings=train_file, val_embeddings=val, k=(1, 4), linear=True)
+    assert row.knn == {1: 0.5, 4: 1.0}
+    assert row.preprocess == "resize" and row.n_train == 4 and row.n_val == 2
+    assert row.linear is not None and 0.0 <= row.linear <= 1.0
+    assert 1.0 <= row.quality["effective_rank"] <= 3.0
+
+
+def test_dimension_mismatch_is_a_clear_error() -> None:
+    train, _ = _known()
+    other = Embeddings(["x.jpg"], ["dog"], np.ones((1, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match="train embeddings have 3 dimensions and val 5"):
+        evaluate(train_embeddings=train, val_embeddings=other)
+
+
+def test_without_labels_only_the_quality_score() -> None:
+    train, _ = _known()
+    unlabelled = Embeddings(train.paths, [None] * 4, train.vectors)
+    (row,) = evaluate(train_embeddings=unlabelled)
+    assert row.knn == {} and row.linear is None and row.n_val == 0
+    assert row.quality["effective_rank"] > 1.0
+
+
+def _labelled_folder(root, per_class: int, seed: int):
+    for c, name in enumerate(["a", "b"]):
+        for i in range(per_class):
+            write_jpeg(root / name / f"{i}.jpg", 40, 30, seed=seed + 100 * c + i)
+    return root
+
+
+def test_models_and_preprocessing_side_by_side(tmp_path) -> None:
+    train = _labelled_folder(tmp_path / "train", 4, seed=0)
+    val = _labelled_folder(tmp_path / "val", 2, seed=50)
+    rows = evaluate(
+        "vit_test",
+        train=train,
+        val=val,
+        weights="none",
+        preprocess=["center-crop", "resize"],
+        k=(1, 20),
+        workers=0,
+    )
+    assert [(r.model, r.preprocess) for r in rows] == [
+        ("vit_test", "center-crop"),
+        ("vit_test", "resize"),
+    ]
+    for row in rows:
+        assert row.n_train == 8 and row.n_val == 4
+        assert set(row.knn) == {1, 20} and all(0.0 <= v <= 1.0 for v in row.knn.values())
+        assert row.linear is None and row.feature == "cls" and row.branch == "teacher"
+
+
+def test_nothing_to_evaluate() -> None:
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        evaluate()
+    with pytest.raises(ValueError, match="needs --train"):
+        evaluate("vit_test")
