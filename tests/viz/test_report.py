@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from html.parser import HTMLParser
 from pathlib import Path
@@ -274,3 +275,33 @@ def test_report_renders_in_headless_chromium(
     problems = open_page(CHROMIUM, broken, expression="1", settle=_LOAD_ALL).problems
     assert any("ERR_FILE_NOT_FOUND" in p and "0.jpg" in p for p in problems), problems
     assert any("Content Security Policy" in p for p in problems), problems
+
+
+def _commands() -> set[str]:
+    from dinokit.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
+@pytest.mark.skipif(
+    not {"cluster", "duplicates"} <= _commands(), reason="cluster/duplicates commands absent"
+)
+def test_report_reads_cluster_and_duplicates_outputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emb = make_embeddings(tmp_path / "images", classes=["a", "b", "c"], per_class=8)
+    emb_file = emb.save(tmp_path / "emb.parquet")
+    clusters, groups = tmp_path / "clusters", tmp_path / "groups.csv"
+    assert main(["cluster", str(emb_file), "-k", "3", "--out", str(clusters), "--no-sheets"]) == 0
+    assert main(["duplicates", str(emb_file), "--threshold", "0.9", "--out", str(groups)]) == 0
+    out = tmp_path / "report.html"
+    args = ["report", str(emb_file), "--out", str(out), "--clusters", str(clusters)]
+    assert main([*args, "--duplicates", str(groups)]) == 0
+    page = Page(out.read_text(encoding="utf-8"))
+    sizes = sorted(int(g["data-size"]) for g in page.groups if g["section"] == "clusters")
+    assert sizes == [8, 8, 8]  # one cluster per class
+    duplicate_groups = [g for g in page.groups if g["section"] == "duplicates"]
+    assert duplicate_groups and sum(int(g["data-size"]) for g in duplicate_groups) <= 24
+    assert page.summary()["Clusters"] == "3 (24 images assigned)"

@@ -2,8 +2,9 @@
 
 - ``dinokit cluster`` output: ``DIR/assignments.csv`` with columns ``path,cluster,distance``
   (one row per image, ``distance`` to its cluster centre, smaller is closer).
-- ``dinokit duplicates`` output: ``groups.csv`` with columns ``group,path,score`` (one row
-  per image in a group of near-identical images).
+- ``dinokit duplicates`` output: ``groups.csv`` with columns ``group,path,score`` and
+  optionally ``kind`` (``identical`` or ``near``), one row per image in a group of
+  near-identical images. Other columns (``label``...) are ignored.
 
 Paths in those files are matched to embedding rows by the stored relative path first, then
 by the absolute file path. Writes go to a temporary file next to the target, renamed into
@@ -169,12 +170,14 @@ class DuplicateGroup:
 
     Attributes:
         name: The group id as written in the file.
+        kind: ``identical``, ``near`` or empty when the file does not say.
         rows: Embedding rows of the members found in the embeddings, in file order.
         scores: Similarity score per member in ``rows`` (NaN when absent).
         missing: Paths of members that are not in the embeddings.
     """
 
     name: str
+    kind: str = ""
     rows: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
@@ -197,7 +200,9 @@ def read_duplicate_groups(source: str | Path, emb: Embeddings) -> list[Duplicate
     find = _row_lookup(emb)
     groups: dict[str, DuplicateGroup] = {}
     for row in rows:
-        group = groups.setdefault(row["group"], DuplicateGroup(name=row["group"]))
+        group = groups.setdefault(
+            row["group"], DuplicateGroup(name=row["group"], kind=(row.get("kind") or "").strip())
+        )
         index = find(row["path"])
         if index is None:
             group.missing.append(row["path"])

@@ -154,7 +154,7 @@ def duplicates_section(
         parts.append(
             h.group(
                 f"Group {group.name}",
-                f"{group.size} images",
+                f"{group.size} images" + (f", {group.kind}" if group.kind else ""),
                 body,
                 attrs={"data-group": group.name, "data-size": group.size},
             )
