@@ -3,8 +3,9 @@
 from pathlib import Path
 from typing import Any
 
-from . import embed
+from . import cluster, duplicates, embed, search
 from .embed import Embeddings
+from .evaluation import evaluate
 from .models import (
     Backbone,
     BackboneConfig,
@@ -47,11 +48,15 @@ __all__ = [
     "Preprocessing",
     "TrainConfig",
     "__version__",
+    "cluster",
     "create_backbone",
+    "duplicates",
     "embed",
+    "evaluate",
     "get_config",
     "list_backbones",
     "load",
     "save_backbone",
+    "search",
     "train",
 ]

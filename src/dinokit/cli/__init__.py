@@ -11,9 +11,33 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import embed_cmd, env_cmd, map_cmd, models_cmd, report_cmd, sample_cmd, train_cmd
+from . import (
+    cluster_cmd,
+    duplicates_cmd,
+    embed_cmd,
+    env_cmd,
+    evaluate_cmd,
+    map_cmd,
+    models_cmd,
+    report_cmd,
+    sample_cmd,
+    search_cmd,
+    train_cmd,
+)
 
-_COMMANDS = (train_cmd, embed_cmd, models_cmd, env_cmd, sample_cmd, map_cmd, report_cmd)
+_COMMANDS = (
+    train_cmd,
+    embed_cmd,
+    models_cmd,
+    env_cmd,
+    sample_cmd,
+    map_cmd,
+    report_cmd,
+    search_cmd,
+    duplicates_cmd,
+    cluster_cmd,
+    evaluate_cmd,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
