@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -11,9 +13,19 @@ from safetensors import safe_open
 import dinokit
 from dinokit.models.backbone import Backbone
 from dinokit.models.config import BackboneConfig, Preprocessing
+from dinokit.models.export import FORMAT_VERSION
 from dinokit.models.registry import _REGISTRY
 from dinokit.models.weights import read_weights
-from tests.models.checkpoints import TINY_DINOV2_REG, images, random_backbone
+from tests.models.checkpoints import (
+    HEAD_OUT_DIM,
+    TINY_DINOV2_REG,
+    fail_on_network,
+    images,
+    random_backbone,
+    write_dino_backbone_pth,
+    write_dino_full_checkpoint,
+    write_timm_safetensors,
+)
 
 
 def _assert_same(loaded: Backbone, source: Backbone, sizes: list[tuple[int, int]]) -> None:
@@ -110,3 +122,88 @@ def test_export_of_a_timm_backbone(tmp_path: Path) -> None:
     loaded = dinokit.load(dinokit.save_backbone(source, tmp_path / "tiny.safetensors"))
     assert loaded.config == source.config
     _assert_same(loaded, source, [(32, 48)])
+
+
+def test_metadata_describes_the_model_completely(vit_test: Backbone, tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "shop"
+    facts = {"base_weights": "/w/dino.pth", "run": str(run), "epochs": 2.5}
+    path = dinokit.save_backbone(
+        vit_test, run / "student.safetensors", branch="student", provenance=facts
+    )
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata()
+    meta = json.loads(header["dinokit"])
+    assert meta["format_version"] == FORMAT_VERSION
+    assert meta["backbone"]["name"] == "vit_test"
+    assert meta["backbone"]["patch_size"] == 8
+    pre = vit_test.config.preprocessing
+    assert meta["preprocessing"] == {
+        "size": pre.size,
+        "mean": list(pre.mean),
+        "std": list(pre.std),
+        "interpolation": pre.interpolation,
+        "crop_pct": pre.crop_pct,
+        "mode": pre.mode,
+    }
+    assert meta["branch"] == "student"
+    provenance = meta["provenance"]
+    assert {k: provenance[k] for k in facts} == facts
+    created = datetime.fromisoformat(provenance["created"])
+    assert created.tzinfo is not None
+    assert abs((datetime.now(timezone.utc) - created).total_seconds()) < 3600
+
+
+def test_load_every_kind_of_local_source_offline(
+    vit_test: Backbone, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fail_on_network(monkeypatch)
+    student = random_backbone("vit_test", seed=1)
+    run = tmp_path / "run"
+    dinokit.save_backbone(vit_test, run / "teacher.safetensors", branch="teacher")
+    official = write_dino_backbone_pth(tmp_path / "dino_pretrain.pth", vit_test.vit)
+    full = write_dino_full_checkpoint(
+        tmp_path / "checkpoint.pth", student.vit, vit_test.vit, HEAD_OUT_DIM
+    )
+    sources: list[tuple[str | Path, Backbone | None]] = [
+        ("vit_test", None),  # a registered name without official weights
+        (run, vit_test),
+        (run / "teacher.safetensors", vit_test),
+        (official, vit_test),
+        (full.path, vit_test),
+        (write_timm_safetensors(tmp_path / "hf" / "model.safetensors", vit_test.vit), vit_test),
+    ]
+    for source, expected in sources:
+        loaded = dinokit.load(source)
+        assert not loaded.training, source
+        assert not any(m.training for m in loaded.modules()), source
+        if expected is not None:
+            x = images(1, 64, 64)
+            with torch.inference_mode():
+                torch.testing.assert_close(loaded(x), expected(x), rtol=1e-5, atol=1e-5)
+
+
+def test_exporting_a_run_keeps_its_provenance(vit_test: Backbone, tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "shop"
+    facts = {"base_weights": "/w/dino.pth", "run": str(run), "epochs": 4.0, "steps": 40}
+    dinokit.save_backbone(vit_test, run / "teacher.safetensors", branch="teacher", provenance=facts)
+    out = dinokit.export(run, tmp_path / "shared" / "shop.safetensors")
+    meta = read_weights(out).metadata
+    assert meta["branch"] == "teacher"
+    assert {k: meta["provenance"][k] for k in facts} == facts
+    assert meta["provenance"]["exported_from"] == str((run / "teacher.safetensors").resolve())
+    _assert_same(dinokit.load(out), vit_test, [(64, 64)])
+
+
+def test_exporting_an_official_checkpoint_records_it(tmp_path: Path) -> None:
+    teacher = random_backbone("vit_test", seed=2)
+    student = random_backbone("vit_test", seed=3)
+    full = write_dino_full_checkpoint(
+        tmp_path / "checkpoint.pth", student.vit, teacher.vit, HEAD_OUT_DIM, epoch=7
+    )
+    out = dinokit.export(full.path, tmp_path / "s.safetensors", branch="student")
+    meta = read_weights(out).metadata
+    assert meta["branch"] == "student"
+    assert meta["provenance"]["base_weights"] == str(full.path.resolve())
+    assert meta["provenance"]["epochs"] == 7
+    assert meta["backbone"]["name"] == "vit_test"
+    _assert_same(dinokit.load(out), student, [(32, 32)])

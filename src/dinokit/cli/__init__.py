@@ -17,6 +17,7 @@ from . import (
     embed_cmd,
     env_cmd,
     evaluate_cmd,
+    export_cmd,
     map_cmd,
     models_cmd,
     report_cmd,
@@ -28,6 +29,7 @@ from . import (
 _COMMANDS = (
     train_cmd,
     embed_cmd,
+    export_cmd,
     models_cmd,
     env_cmd,
     sample_cmd,

@@ -2,7 +2,7 @@
 
 from .backbone import Backbone, Features, build_vit
 from .config import BackboneConfig, Preprocessing, WeightsSource
-from .export import save_backbone
+from .export import export, save_backbone
 from .factory import create_backbone, load
 from .registry import get_config, list_backbones
 
@@ -14,6 +14,7 @@ __all__ = [
     "WeightsSource",
     "build_vit",
     "create_backbone",
+    "export",
     "get_config",
     "list_backbones",
     "load",

@@ -1,29 +1,54 @@
-"""dinokit's own model file: one ``.safetensors`` per backbone, self-describing.
+"""Exporting a backbone: dinokit's self-describing file, the timm/official DINO layout, ONNX.
 
-The JSON header entry ``dinokit`` holds the format version, the backbone config (with its
-preprocessing), the branch and the provenance, so :func:`dinokit.load` rebuilds the model
-offline with no user code.
+dinokit's own file is one ``.safetensors`` per backbone whose JSON header entry ``dinokit``
+holds the format version, the backbone config, its preprocessing, the branch and the
+provenance (base weights, run folder, epochs, date), so :func:`dinokit.load` rebuilds the
+model offline with no user code. The tensors use timm's ``VisionTransformer`` keys, which are
+the official DINO v1 keys (facebookresearch/dino ``vision_transformer.py``).
+
+The ``timm`` format writes the same tensors without dinokit's header, as a plain
+``.safetensors`` or a ``torch.save`` state dict (``.pth``/``.pt``/``.bin``), so that
+``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=...))`` or
+``VisionTransformer.load_state_dict`` reads it. ONNX lives in :mod:`.onnx_export`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .backbone import Backbone
-from .weights.files import DINOKIT_METADATA_KEY
+from .config import BackboneConfig
+from .factory import open_model
+from .weights.files import BRANCHES, DINOKIT_METADATA_KEY, WeightsFile
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+EXPORT_FORMATS: tuple[str, ...] = ("dinokit", "timm", "onnx")
+"""Formats :func:`export` writes."""
+_TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 
 
 def backbone_metadata(
     backbone: Backbone, *, branch: str | None = None, provenance: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The self-description stored with a backbone's weights."""
+    """The self-description stored with a backbone's weights.
+
+    Returns:
+        ``format_version``, ``backbone`` (the config), ``preprocessing`` (size, mean, std,
+        interpolation, crop_pct, mode), ``branch`` and ``provenance`` (``source``,
+        ``created`` as an ISO 8601 UTC date, and the given facts such as ``base_weights``,
+        ``run`` and ``epochs``).
+    """
     return {
         "format_version": FORMAT_VERSION,
         "backbone": backbone.config.to_dict(),
@@ -37,6 +62,27 @@ def backbone_metadata(
     }
 
 
+def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(temporary path)`` next to ``path``, then rename it to ``path``.
+
+    A reader never sees a partial file, and a failed write leaves ``path`` as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp_name))
+        os.chmod(tmp_name, 0o644)  # mkstemp creates files readable by their owner only
+        os.replace(tmp_name, path)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    return path
+
+
+def _vit_tensors(backbone: Backbone) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in backbone.vit.state_dict().items()}
+
+
 def save_backbone(
     backbone: Backbone,
     path: str | Path,
@@ -44,7 +90,7 @@ def save_backbone(
     branch: str | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a backbone as a dinokit ``.safetensors`` file, atomically.
+    """Write a backbone as a dinokit ``.safetensors`` file, atomically (replacing ``path``).
 
     Args:
         backbone: The model; only its ViT weights are stored (official DINO/timm keys).
@@ -54,20 +100,167 @@ def save_backbone(
     """
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in backbone.vit.state_dict().items()}
+    tensors = _vit_tensors(backbone)
     header = {
         DINOKIT_METADATA_KEY: json.dumps(
             backbone_metadata(backbone, branch=branch, provenance=provenance)
         )
     }
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp_name, metadata=header)
-        os.chmod(tmp_name, 0o644)  # mkstemp creates files readable by their owner only
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
-    return path
+    return write_atomically(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=header))
+
+
+def timm_model_name(config: BackboneConfig) -> str | None:
+    """The timm model name with this architecture and preprocessing, if timm has one.
+
+    ``dino_vits16`` -> ``vit_small_patch16_224.dino``; ``timm:<name>`` -> ``<name>``.
+    """
+    if config.timm_name is not None:
+        return config.timm_name
+    if config.weights is not None and (config.weights.hf_repo or "").startswith("timm/"):
+        return (config.weights.hf_repo or "")[len("timm/") :]
+    return None
+
+
+def save_timm(backbone: Backbone, path: str | Path) -> Path:
+    """Write the bare timm / official DINO state dict, atomically (replacing ``path``).
+
+    ``.safetensors`` gives a safetensors file (``{"format": "pt"}`` header, as Hugging Face
+    writes); ``.pth``, ``.pt`` or ``.bin`` give a ``torch.save`` dict of tensors, as the
+    official DINO releases are.
+
+    Raises:
+        ValueError: another file extension.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = _vit_tensors(backbone)
+    if path.suffix == ".safetensors":
+        return write_atomically(
+            path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"})
+        )
+    if path.suffix in _TORCH_SUFFIXES:
+        return write_atomically(path, lambda tmp: torch.save(tensors, tmp))
+    raise ValueError(
+        f"{path}: the timm format is written as .safetensors, .pth, .pt or .bin; "
+        "change the file extension"
+    )
+
+
+def _provenance(weights_file: WeightsFile | None, backbone: Backbone) -> dict[str, Any]:
+    """Where an exported model came from, carried over from the file it was read from."""
+    if weights_file is None:
+        return {"base_weights": backbone.source}
+    meta = weights_file.metadata
+    path = str(weights_file.path.resolve())
+    if weights_file.layout == "dinokit-export":
+        earlier = meta.get("provenance")
+        facts = dict(earlier) if isinstance(earlier, dict) else {}
+        facts.pop("source", None)
+        facts.pop("created", None)
+        return {**facts, "exported_from": path}
+    if weights_file.layout == "dinokit-checkpoint":
+        return {
+            "base_weights": meta.get("base_weights"),
+            "run": str(weights_file.path.resolve().parent.parent),
+            "exported_from": path,
+        }
+    read: dict[str, Any] = {"base_weights": path}
+    if meta.get("epoch") is not None:
+        read["epochs"] = meta["epoch"]
+    return read
+
+
+_SUFFIXES = {
+    "dinokit": (".safetensors",),
+    "timm": (".safetensors", *_TORCH_SUFFIXES),
+    "onnx": (".onnx",),
+}
+
+
+def _check_suffix(out: Path, format: str) -> None:
+    allowed = _SUFFIXES[format]
+    if out.suffix not in allowed:
+        raise ValueError(
+            f"{out}: the {format} format is written as {' or '.join(allowed)}; "
+            "change the file extension"
+        )
+
+
+def export(
+    model: str | Path,
+    out: str | Path,
+    *,
+    format: str = "dinokit",
+    branch: str | None = None,
+    weights: str | Path | None = None,
+    overwrite: bool = False,
+    size: int | None = None,
+) -> Path:
+    """Export a model to a file other tools (or dinokit, offline) load.
+
+    Args:
+        model: Anything :func:`dinokit.load` accepts: a registered name, a run folder, an
+            exported file or a weights file of a known layout.
+        out: Destination file.
+        format: ``dinokit`` (self-describing ``.safetensors``), ``timm`` (bare timm /
+            official DINO state dict: ``.safetensors``, ``.pth``, ``.pt`` or ``.bin``) or
+            ``onnx`` (inputs ``images`` (B, 3, S, S), outputs ``cls`` (B, D) and
+            ``patch_tokens`` (B, N, D), dynamic batch axis; checked against PyTorch when
+            onnxruntime is installed).
+        branch: ``teacher`` or ``student`` for run folders and checkpoints holding both
+            (default teacher). With a file holding one branch, it must match.
+        weights: With a registered name: as in :func:`dinokit.create_backbone`.
+        overwrite: Replace ``out`` if it exists.
+        size: ONNX input side in pixels (default: the model's preprocessing size).
+
+    Returns:
+        The written file.
+
+    Raises:
+        FileExistsError: ``out`` exists and ``overwrite`` is off.
+        ValueError: unknown format or branch, or a branch the file does not hold.
+    """
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {format!r}; choose one of {EXPORT_FORMATS}")
+    if branch is not None and branch not in BRANCHES:
+        raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
+    if size is not None and format != "onnx":
+        raise ValueError("size only applies to the onnx format (the others keep any size)")
+    out = Path(out).expanduser()
+    _check_suffix(out, format)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists: pass --overwrite (overwrite=True) to replace it")
+    if out.is_dir():
+        raise IsADirectoryError(f"{out} is a folder: give a file name for the export")
+    opened = open_model(model, weights=weights, branch=branch or "teacher")
+    backbone, weights_file = opened.backbone.eval(), opened.weights_file
+    held = weights_file.branch if weights_file is not None else None
+    if branch is not None and held is not None and held != branch:
+        raise ValueError(
+            f"{weights_file.path if weights_file else model} holds the {held} branch only; "
+            f"pick the {branch} file (or the run folder) instead"
+        )
+    if format == "dinokit":
+        save_backbone(
+            backbone,
+            out,
+            branch=held or branch,
+            provenance=_provenance(weights_file, backbone),
+        )
+    elif format == "timm":
+        save_timm(backbone, out)
+        name = timm_model_name(backbone.config)
+        if name is not None:
+            logger.info(
+                "load it with timm.create_model(%r, pretrained=True, "
+                "pretrained_cfg_overlay=dict(file=%r))",
+                name,
+                str(out),
+            )
+    else:
+        from .onnx_export import export_onnx
+
+        export_onnx(backbone, out, size=size)
+    logger.info("exported %s (%s format) to %s", backbone.config.name, format, out)
+    return out

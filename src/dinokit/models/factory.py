@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -42,15 +43,25 @@ def create_backbone(
     """
     config = get_config(name)
     backbone = Backbone(build_vit(config, drop_path_rate=drop_path_rate), config)
+    _fill_named(backbone, weights, branch=branch)
+    return backbone
+
+
+def _fill_named(
+    backbone: Backbone, weights: str | Path | None, *, branch: str
+) -> WeightsFile | None:
+    """Fill a backbone built by name as ``weights`` says; returns the file read, if any."""
+    config = backbone.config
     if isinstance(weights, str) and weights.lower() == NO_WEIGHTS:
-        return backbone
+        return None
     if weights is None:
         if config.weights is None:
-            logger.info("%s has no official weights: random initialisation", name)
-            return backbone
+            logger.info("%s has no official weights: random initialisation", config.name)
+            return None
         weights = resolve_official_weights(config)
-    fill_backbone(backbone, read_weights(weights, branch=branch))
-    return backbone
+    weights_file = read_weights(weights, branch=branch)
+    fill_backbone(backbone, weights_file)
+    return weights_file
 
 
 def fill_backbone(backbone: Backbone, weights_file: WeightsFile) -> None:
@@ -113,21 +124,60 @@ def load(
     Raises:
         FileNotFoundError: ``model`` is neither a known name nor an existing path.
     """
-    spec = str(model)
-    path = Path(spec).expanduser()
-    if path.exists():
-        backbone = _load_path(path, branch=branch)
-    elif spec.startswith(TIMM_PREFIX) or spec in list_backbones():
-        backbone = create_backbone(spec, weights=weights, branch=branch)
-    else:
-        valid = ", ".join(list_backbones())
-        raise FileNotFoundError(
-            f"{spec}: no such file or folder, and not a backbone name (valid names: {valid})"
-        )
+    backbone = open_model(model, weights=weights, branch=branch).backbone
     backbone.eval()
     if device is not None:
         backbone.to(device)
     return backbone
+
+
+@dataclass
+class OpenedModel:
+    """A backbone and the weights file it was filled from.
+
+    Attributes:
+        backbone: The model (training mode, on the CPU).
+        weights_file: The file read (its layout, branch and metadata), or None for a
+            registered name built without weights.
+    """
+
+    backbone: Backbone
+    weights_file: WeightsFile | None
+
+
+def open_model(
+    model: str | Path, *, weights: str | Path | None = None, branch: str = "teacher"
+) -> OpenedModel:
+    """What :func:`load` does, keeping the weights file (for exports that carry provenance).
+
+    Args:
+        model: As in :func:`load`.
+        weights: As in :func:`load`; only used with a name.
+        branch: As in :func:`load`.
+
+    Raises:
+        FileNotFoundError: ``model`` is neither a known name nor an existing path.
+    """
+    spec = str(model)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if weights is not None:
+            logger.warning("%s is a file or folder: weights=%s is not used", spec, weights)
+        if path.is_dir():
+            path = run_folder_file(path, branch=branch)
+        weights_file = read_weights(path, branch=branch)
+        config = infer_config(weights_file)
+        backbone = Backbone(build_vit(config), config)
+        fill_backbone(backbone, weights_file)
+        return OpenedModel(backbone, weights_file)
+    if spec.startswith(TIMM_PREFIX) or spec in list_backbones():
+        config = get_config(spec)
+        backbone = Backbone(build_vit(config), config)
+        return OpenedModel(backbone, _fill_named(backbone, weights, branch=branch))
+    valid = ", ".join(list_backbones())
+    raise FileNotFoundError(
+        f"{spec}: no such file or folder, and not a backbone name (valid names: {valid})"
+    )
 
 
 def run_folder_file(folder: Path, *, branch: str = "teacher", with_head: bool = False) -> Path:
@@ -152,13 +202,3 @@ def run_folder_file(folder: Path, *, branch: str = "teacher", with_head: bool = 
             "is it a dinokit run folder?"
         )
     return found
-
-
-def _load_path(path: Path, *, branch: str) -> Backbone:
-    if path.is_dir():
-        path = run_folder_file(path, branch=branch)
-    weights_file = read_weights(path, branch=branch)
-    config = infer_config(weights_file)
-    backbone = Backbone(build_vit(config), config)
-    fill_backbone(backbone, weights_file)
-    return backbone
