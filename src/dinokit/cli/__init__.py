@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from . import (
+    attention_cmd,
     cluster_cmd,
     duplicates_cmd,
     embed_cmd,
@@ -35,6 +36,7 @@ _COMMANDS = (
     sample_cmd,
     map_cmd,
     report_cmd,
+    attention_cmd,
     search_cmd,
     duplicates_cmd,
     cluster_cmd,
