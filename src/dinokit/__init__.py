@@ -19,6 +19,8 @@ from .models import (
     save_backbone,
 )
 from .training import TrainConfig
+from .viz.map import plot_map
+from .viz.report import write_report
 
 __version__ = "0.1.0"
 
@@ -58,7 +60,9 @@ __all__ = [
     "get_config",
     "list_backbones",
     "load",
+    "plot_map",
     "save_backbone",
     "search",
     "train",
+    "write_report",
 ]

@@ -38,7 +38,7 @@ def test_color_groups_caps_the_legend() -> None:
     assert len(legend) == 10
     assert [e.name for e in legend[:8]] == [f"class{i:02d}" for i in range(8)]
     assert [e.count for e in legend[:8]] == [31 - i for i in range(8)]
-    assert legend[8].name == "other (22 groups)"
+    assert legend[8].name == "22 others"
     assert legend[8].count == sum(31 - i for i in range(8, 30))
     assert (legend[9].name, legend[9].count) == ("no label", 5)
     assert sum(e.count for e in legend) == len(names)
@@ -143,3 +143,11 @@ def test_map_command(
     assert main(["map", str(emb_file), "--out", str(out), "--overwrite"]) == 0
     assert main(["map", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "x.png")]) == 2
     assert "nope.parquet" in caplog.records[-1].getMessage()
+
+
+def test_python_api_is_exported(tmp_path: Path) -> None:
+    import dinokit
+
+    emb = make_embeddings(tmp_path / "images", classes=["a", "b"], per_class=3)
+    assert dinokit.plot_map(emb, tmp_path / "m.png").path == tmp_path / "m.png"
+    assert dinokit.write_report(emb, tmp_path / "r.html", queries=2).images == 6

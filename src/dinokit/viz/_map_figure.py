@@ -55,7 +55,7 @@ def color_groups(
     hidden = ranked[len(shown) :]
     if hidden:
         other = sum(counts[name] for name in hidden)
-        entries.append(LegendEntry(f"other ({len(hidden)} groups)", other, OTHER_COLOR))
+        entries.append(LegendEntry(f"{len(hidden)} others", other, OTHER_COLOR))
     other_code = len(shown)
     none_code = len(entries)
     if none_count:
