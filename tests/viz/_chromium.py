@@ -147,7 +147,7 @@ def open_page(
         process = subprocess.Popen(
             [
                 chromium, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
-                "--remote-debugging-pipe", f"--user-data-dir={profile}",
+                "--remote-debugging-pipe", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
                 f"--window-size={width},900", "about:blank",
             ],
             close_fds=False,

@@ -7,6 +7,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from ..embed.embeddings import Embeddings
 from . import _report_html as h
 from ._inputs import Clusters, DuplicateGroup
@@ -56,7 +58,7 @@ def summary_section(
         rows.append(("Input folder", root))
     rows.append(("Skipped files", len(skipped)))
     if found is not None:
-        clusters = len({int(c) for c in found.ids if c >= 0})
+        clusters = len(np.unique(found.ids[found.ids >= 0]))
         rows.append(("Clusters", f"{clusters} ({found.assigned} images assigned)"))
     if groups is not None:
         members = sum(g.size for g in groups)

@@ -38,10 +38,12 @@ logger = logging.getLogger(__name__)
 
 Method = Literal["pca", "umap", "tsne"]
 METHODS: tuple[str, ...] = ("pca", "umap", "tsne")
+METHOD_NAMES = {"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE"}
 ColorBy = Literal["label", "cluster"]
 
 __all__ = [
     "METHODS",
+    "METHOD_NAMES",
     "LegendEntry",
     "MapResult",
     "color_groups",
@@ -257,7 +259,7 @@ def plot_map(
         codes=codes,
         legend=legend,
         legend_title=color_by,
-        title=f"{len(emb)} images, {method.upper() if method != 'tsne' else 't-SNE'}",
+        title=f"{len(emb)} images, {METHOD_NAMES[method]}",
         thumbnails=images,
         seed=seed,
     )

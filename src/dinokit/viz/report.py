@@ -19,7 +19,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from ._inputs import (
     read_duplicate_groups,
 )
 from ._thumbs import stream_thumbnails
-from .map import Method, plot_map
+from .map import METHOD_NAMES, Method, plot_map
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +234,8 @@ def _plan(
 ) -> _Plan:
     plan = _Plan()
     if found is not None:
-        sizes = Counter(int(c) for c in found.ids if c >= 0)
+        ids, counts = np.unique(found.ids[found.ids >= 0], return_counts=True)
+        sizes = dict(zip(ids.tolist(), counts.tolist(), strict=True))
         kept = sorted(sorted(sizes, key=lambda c: (-sizes[c], c))[:max_clusters])
         plan.hidden_clusters = len(sizes) - len(kept)
         plan.clusters = [(c, sizes[c], found.members(c)[:per_cluster].tolist()) for c in kept]
@@ -300,7 +300,7 @@ def _draw_map(
     else:
         src = f"{quote(files_name)}/map.png"
     by = f", coloured by {result.color_by}" if result.color_by else ""
-    return h.ThumbRef(src, width, height), f"{method.upper()} of {len(emb)} images{by}."
+    return h.ThumbRef(src, width, height), f"{METHOD_NAMES[method]} of {len(emb)} images{by}."
 
 
 def _sections(
