@@ -305,3 +305,26 @@ def test_report_reads_cluster_and_duplicates_outputs(
     duplicate_groups = [g for g in page.groups if g["section"] == "duplicates"]
     assert duplicate_groups and sum(int(g["data-size"]) for g in duplicate_groups) <= 24
     assert page.summary()["Clusters"] == "3 (24 images assigned)"
+
+
+def test_report_caps_what_each_section_shows(tmp_path: Path) -> None:
+    emb = make_embeddings(tmp_path / "images", classes=[f"c{i}" for i in range(30)], per_class=10,
+                          size=8)  # fmt: skip
+    cluster_of = [min(i // 8, 29) for i in range(len(emb))]  # 29 clusters of 8, one of 68
+    write_assignments(tmp_path / "cl" / "assignments.csv", emb, cluster_of)
+    rows = "".join(f"{g},{emb.paths[g * 7 + j]},0.99\n" for g in range(40) for j in range(4))
+    (tmp_path / "groups.csv").write_text("group,path,score\n" + rows)
+    out = tmp_path / "r.html"
+    result = write_report(
+        emb, out, clusters=tmp_path / "cl", duplicates=tmp_path / "groups.csv", queries=5,
+        neighbours=4, per_cluster=6, max_clusters=10, max_groups=5, per_group=3,
+    )  # fmt: skip
+    page = Page(out.read_text(encoding="utf-8"))
+    shown = [g for g in page.groups if g["section"] == "clusters"]
+    assert [int(g["data-cluster"]) for g in shown] == [*range(9), 29]  # the largest 10
+    assert all(g["images"] == "6" for g in shown)
+    duplicates = [g for g in page.groups if g["section"] == "duplicates"]
+    assert len(duplicates) == 5 and all(g["images"] == "3" for g in duplicates)
+    text = out.read_text(encoding="utf-8")
+    assert "20 smaller clusters not shown." in text and "35 smaller groups not shown." in text
+    assert result.thumbnails <= 10 * 6 + 5 * 5 + 5 * 3
