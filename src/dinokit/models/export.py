@@ -254,9 +254,11 @@ def export(
         if name is not None:
             logger.info(
                 "load it with timm.create_model(%r, pretrained=True, "
-                "pretrained_cfg_overlay=dict(file=%r))",
+                "pretrained_cfg_overlay=dict(file=%r)); add dynamic_img_size=True for "
+                "inputs other than %d px",
                 name,
                 str(out),
+                backbone.config.pos_embed_size,
             )
     else:
         from .onnx_export import export_onnx

@@ -14,6 +14,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,8 @@ _INSTALL_HINT = "pip install 'dinokit[onnx]' (onnx, onnxscript, onnxruntime)"
 # Tokens agree to about 1e-6 in float32; fused kernels of other CPUs stay far below this.
 _ATOL = 1e-3
 _CHECK_BATCH = 3  # differs from the export batch, so the check exercises the dynamic axis
+# The exporter's graph passes log every step at INFO (hundreds of lines for a ViT).
+_CHATTY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,21 @@ class _Tokens(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         features = self.backbone.forward_features(images)
         return features.cls, features.patch_tokens
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter's own loggers at WARNING for the duration (unless debugging)."""
+    loggers = [logging.getLogger(name) for name in _CHATTY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    if not logger.isEnabledFor(logging.DEBUG):
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _require_exporter() -> None:
@@ -111,15 +130,16 @@ def export_onnx(
     module = _Tokens(backbone).cpu().float().eval()
     gen = torch.Generator().manual_seed(seed)
     example = torch.randn(2, 3, side, side, generator=gen)
-    program = torch.onnx.export(
-        module,
-        (example,),
-        dynamo=True,
-        input_names=[INPUT_NAME],
-        output_names=list(OUTPUT_NAMES),
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-        verbose=False,
-    )
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            verbose=False,
+        )
     if program is None:  # only the legacy exporter returns None
         raise RuntimeError("torch.onnx.export returned no program; update PyTorch")
     meta = {
