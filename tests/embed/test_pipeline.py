@@ -118,10 +118,11 @@ def test_npy_and_lightly_csv(tmp_path: Path, suffix: str) -> None:
         assert (tmp_path / "e.paths.tsv").is_file()
 
 
-def test_grown_folder_embeds_only_new_images(tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", [".parquet", ".npy", ".csv"])
+def test_grown_folder_embeds_only_new_images(tmp_path: Path, suffix: str) -> None:
     root = tmp_path / "img"
     flat_folder(root, 4)
-    out = tmp_path / "e.parquet"
+    out = tmp_path / f"e{suffix}"
     first = _run([root], out)
     assert (first.total, first.new) == (4, 4)
     before = Embeddings.load(out)

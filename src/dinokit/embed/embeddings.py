@@ -49,9 +49,11 @@ class Embeddings:
         vectors: (N, D) float32 matrix; rows are L2-normalised unless
             ``metadata["normalize"]`` is false.
         metadata: How the vectors were made: ``model`` (the record that reloads the
-            backbone offline), ``fingerprint``, ``preprocess``, ``size``, ``feature``,
-            ``branch``, ``normalize``, ``roots`` (absolute input roots) and ``skipped``
-            (``[{"path", "reason"}]``).
+            backbone offline), ``fingerprint``, ``preprocess`` (mode), ``size``,
+            ``transform`` (every preprocessing setting), ``feature``, ``branch``,
+            ``normalize``, ``patch_tokens``, ``dim``, ``precision``, ``roots`` (absolute
+            input roots), ``skipped`` (``[{"path", "reason"}]``) and ``count``.
+            :meth:`dinokit.embed.Embedder.from_metadata` rebuilds the embedder from it.
         roots: (N,) index of each image's input root in ``metadata["roots"]``.
     """
 
