@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from numpy.typing import NDArray
 
-from dinokit.dino.loss import DINOLoss, teacher_temperature
+from dinokit.dino.loss import DINOLoss, sinkhorn_knopp, teacher_temperature
 
 Array = NDArray[np.float64]
 
@@ -216,3 +216,50 @@ def test_explicit_n_crops_is_checked() -> None:
     loss_fn(torch.randn(8, 5), torch.randn(4, 5), 0)
     with pytest.raises(ValueError, match="expected 4 crops"):
         loss_fn(torch.randn(10, 5), torch.randn(4, 5), 0)
+
+
+def _sinkhorn_numpy(
+    logits: NDArray[np.float64], temp: float, iterations: int
+) -> NDArray[np.float64]:
+    """SwAV / DINOv2 ``sinkhorn_knopp_teacher`` written out in float64 numpy."""
+    q = np.exp(logits / temp).T  # (K, B)
+    k, b = q.shape
+    q = q / q.sum()
+    for _ in range(iterations):
+        q = q / q.sum(axis=1, keepdims=True) / k
+        q = q / q.sum(axis=0, keepdims=True) / b
+    return (q * b).T
+
+
+def test_sinkhorn_matches_the_formula_and_balances_prototypes() -> None:
+    rng = np.random.default_rng(3)
+    logits = rng.normal(scale=0.3, size=(12, 7))
+    got = sinkhorn_knopp(torch.tensor(logits, dtype=torch.float32), 0.1, iterations=3)
+    np.testing.assert_allclose(got.numpy(), _sinkhorn_numpy(logits, 0.1, 3), rtol=1e-4)
+    np.testing.assert_allclose(got.sum(1).numpy(), np.ones(12), rtol=1e-5)
+    # Many iterations converge to equal prototype mass: each column sums to B / K.
+    many = sinkhorn_knopp(torch.tensor(logits, dtype=torch.float32), 0.1, iterations=200)
+    np.testing.assert_allclose(many.sum(0).numpy(), np.full(7, 12 / 7), rtol=1e-3)
+
+
+def test_sinkhorn_is_stable_for_large_logits() -> None:
+    logits = torch.tensor([[100.0, -100.0], [-100.0, 100.0]])
+    out = sinkhorn_knopp(logits, 0.04)
+    assert torch.isfinite(out).all()
+    np.testing.assert_allclose(out.numpy(), np.eye(2), atol=1e-6)
+
+
+def test_sinkhorn_centering_loss_is_cross_entropy_with_balanced_targets() -> None:
+    torch.manual_seed(0)
+    batch, out_dim, n_crops = 5, 6, 4
+    student = torch.randn(n_crops * batch, out_dim)
+    teacher = torch.randn(2 * batch, out_dim)
+    loss_fn = DINOLoss(out_dim, n_epochs=1, centering="sinkhorn", teacher_temp=0.07)
+    loss = loss_fn(student, teacher, epoch=0)
+    targets = _sinkhorn_numpy(teacher.double().numpy(), 0.07, 3).reshape(2, batch, out_dim)
+    logp = torch.log_softmax(student.double() / 0.1, -1).numpy().reshape(n_crops, batch, out_dim)
+    pairs = [(t, s) for t in range(2) for s in range(n_crops) if s != t]
+    expected = np.mean([-(targets[t] * logp[s]).sum(-1).mean() for t, s in pairs])
+    assert loss.item() == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(ValueError, match="centering"):
+        DINOLoss(out_dim, n_epochs=1, centering="mean")

@@ -36,6 +36,7 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--teacher-temp", "teacher_temp", float, "teacher temperature after warm-up (0.04)"),
     ("--warmup-teacher-temp", "warmup_teacher_temp", float, "initial teacher temp (0.04)"),
     ("--warmup-teacher-temp-epochs", "warmup_teacher_temp_epochs", int, "teacher temp warm-up"),
+    ("--centering", "centering", str, "teacher centring: center (DINO) or sinkhorn (DINOv2)"),
     ("--momentum", "momentum", float, "teacher EMA momentum, cosine to 1 (0.996)"),
     ("--local-crops", "local_crops", int, "local crops per image (8)"),
     ("--global-size", "global_size", int, "global crop size (auto: native size)"),

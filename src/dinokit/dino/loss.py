@@ -37,6 +37,51 @@ DEFAULT_TEACHER_TEMP = 0.04
 DEFAULT_WARMUP_TEACHER_TEMP_EPOCHS = 0
 DEFAULT_STUDENT_TEMP = 0.1
 DEFAULT_CENTER_MOMENTUM = 0.9
+#: Sinkhorn-Knopp iterations of DINOv2's ``sinkhorn_knopp_teacher`` (and SwAV's).
+DEFAULT_SINKHORN_ITERATIONS = 3
+CENTERINGS = ("center", "sinkhorn")
+"""Teacher centring methods: DINO's EMA centre, or DINOv2's Sinkhorn-Knopp."""
+
+
+@torch.no_grad()
+def sinkhorn_knopp(logits: Tensor, temp: float, *, iterations: int = 3) -> Tensor:
+    """Balanced soft assignment of samples to prototypes (Sinkhorn-Knopp).
+
+    The teacher targets of DINOv2 (Oquab et al., 2023, arXiv:2304.07193) and SwAV (Caron et
+    al., 2020, arXiv:2006.09882): ``exp(logits / temp)`` is rescaled, alternately per
+    prototype and per sample, towards a matrix in which every prototype gets the same total
+    mass and every sample's row sums to 1. Under a process group the sums run over the
+    samples of every process.
+
+    Args:
+        logits: ``(B, K)`` teacher logits of this process.
+        temp: Teacher temperature.
+        iterations: Rescaling rounds (3 in DINOv2 and SwAV).
+
+    Returns:
+        ``(B, K)`` float32 targets; each row sums to 1.
+    """
+    distributed = dist.is_available() and dist.is_initialized()
+    scores = logits.float() / temp
+    # Subtracting one global constant leaves every rescaling unchanged and avoids overflow.
+    top = scores.max().reshape(1)
+    if distributed:
+        dist.all_reduce(top, op=dist.ReduceOp.MAX)
+    q = torch.exp(scores - top).t()  # (K, B)
+    n_samples = torch.tensor(float(q.shape[1]), device=q.device)
+    total = q.sum().reshape(1)
+    if distributed:
+        dist.all_reduce(n_samples)
+        dist.all_reduce(total)
+    n_prototypes = q.shape[0]
+    q = q / total
+    for _ in range(iterations):
+        per_prototype = q.sum(dim=1, keepdim=True)
+        if distributed:
+            dist.all_reduce(per_prototype)
+        q = q / per_prototype.clamp_min(torch.finfo(q.dtype).tiny) / n_prototypes
+        q = q / q.sum(dim=0, keepdim=True) / n_samples
+    return (q * n_samples).t()
 
 
 def teacher_temperature(
@@ -97,6 +142,10 @@ class DINOLoss(nn.Module):
         center_momentum: EMA momentum of the centre.
         n_crops: Total number of views per image, to check against the shapes; ``None``
             infers it as ``student rows / (teacher rows / n_global_crops)``.
+        centering: ``"center"`` (DINO: subtract the EMA centre, then softmax) or
+            ``"sinkhorn"`` (DINOv2: Sinkhorn-Knopp over the batch; the centre is still
+            tracked for monitoring and for switching back).
+        sinkhorn_iterations: Rescaling rounds of the Sinkhorn-Knopp centring.
     """
 
     center: Tensor
@@ -113,8 +162,14 @@ class DINOLoss(nn.Module):
         student_temp: float = DEFAULT_STUDENT_TEMP,
         center_momentum: float = DEFAULT_CENTER_MOMENTUM,
         n_crops: int | None = None,
+        centering: str = "center",
+        sinkhorn_iterations: int = DEFAULT_SINKHORN_ITERATIONS,
     ) -> None:
         super().__init__()
+        if centering not in CENTERINGS:
+            raise ValueError(f"DINOLoss: centering must be one of {CENTERINGS}, not {centering!r}")
+        if sinkhorn_iterations < 1:
+            raise ValueError("DINOLoss: sinkhorn_iterations must be >= 1")
         if out_dim < 1:
             raise ValueError(f"DINOLoss: out_dim must be >= 1, got {out_dim}")
         if n_global_crops < 1:
@@ -146,6 +201,8 @@ class DINOLoss(nn.Module):
         self.n_epochs = n_epochs
         self.student_temp = student_temp
         self.center_momentum = center_momentum
+        self.centering = centering
+        self.sinkhorn_iterations = sinkhorn_iterations
         self.register_buffer("center", torch.zeros(1, out_dim))
         self._last_stats: dict[str, Tensor] = {}
         self._last_temp = teacher_temp
@@ -179,8 +236,13 @@ class DINOLoss(nn.Module):
             student = student_output.float() / self.student_temp
             teacher = teacher_output.detach().float()
             student_logp = F.log_softmax(student, dim=-1).view(n_crops, batch, self.out_dim)
-            teacher_logp = F.log_softmax((teacher - self.center) / temp, dim=-1)
-            teacher_p = teacher_logp.exp().view(n_global, batch, self.out_dim)
+            if self.centering == "sinkhorn":
+                targets = sinkhorn_knopp(teacher, temp, iterations=self.sinkhorn_iterations)
+                teacher_logp = targets.clamp_min(torch.finfo(targets.dtype).tiny).log()
+                teacher_p = targets.view(n_global, batch, self.out_dim)
+            else:
+                teacher_logp = F.log_softmax((teacher - self.center) / temp, dim=-1)
+                teacher_p = teacher_logp.exp().view(n_global, batch, self.out_dim)
             # Sum over all (teacher, student) pairs, then remove the same-view pairs; this
             # computes each student log-softmax once instead of once per teacher view.
             all_pairs = -(teacher_p.sum(0) * student_logp.sum(0)).sum()

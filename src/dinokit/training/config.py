@@ -58,6 +58,7 @@ class TrainConfig:
     teacher_temp: float = 0.04
     warmup_teacher_temp_epochs: int = 0
     center_momentum: float = 0.9
+    centering: str = "center"  # center (DINO's EMA centre) | sinkhorn (DINOv2's Sinkhorn-Knopp)
     momentum: float = 0.996  # teacher EMA, cosine to 1 per step
     # Multi-crop.
     local_crops: int = 8
@@ -95,6 +96,8 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
             raise ValueError(f"precision must be auto, bf16, fp16 or fp32, not {self.precision}")
+        if self.centering not in ("center", "sinkhorn"):
+            raise ValueError(f"centering must be center or sinkhorn, not {self.centering}")
         if self.local_crops < 0:
             raise ValueError("local_crops must be >= 0")
         if (self.eval_train is None) != (self.eval_val is None):

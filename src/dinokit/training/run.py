@@ -207,6 +207,7 @@ def _build_state(
         n_epochs=config.epochs,
         student_temp=config.student_temp,
         center_momentum=config.center_momentum,
+        centering=config.centering,
     ).to(device)
     if nets.center is not None and nets.center.shape == loss.center.shape:
         loss.center.copy_(nets.center)
