@@ -60,6 +60,22 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
+def search_part(x: NDArray[np.float32], queries: NDArray[np.float32]) -> None:
+    """Exact and IVF search latency for one batch of queries, and IVF recall@10."""
+    exact, t_build = timed(lambda: build_index(x, "exact"))
+    (_, exact_ids), t_exact = timed(lambda: exact.search(queries, 10))
+    print(f"exact: build {t_build:.1f} s, {len(queries)} queries {t_exact:.2f} s")
+    ivf, t_build = timed(lambda: build_index(x, "ivf"))
+    for nprobe in (8, 32, 64):
+        ivf.index.nprobe = nprobe
+        (_, ids), t = timed(lambda: ivf.search(queries, 10))
+        print(
+            f"ivf nlist={ivf.spec.nlist} nprobe={nprobe}: build {t_build:.1f} s, "
+            f"{len(queries)} queries {t:.2f} s ({t_exact / t:.1f}x exact), "
+            f"recall@10 {recall_at_k(ids, exact_ids):.4f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000)
@@ -67,6 +83,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--subset", type=int, default=100_000)
     parser.add_argument("--clusters", type=int, default=1000)
+    parser.add_argument("--skip-search", action="store_true", help="only duplicates and k-means")
+    parser.add_argument("--dup-index", default="auto", help="index of the duplicates k-NN graph")
+    parser.add_argument("--dup-nprobe", type=int, default=8, help="IVF lists per duplicates query")
     args = parser.parse_args()
 
     x, planted = clustered(args.n, args.dim, centres=2000, spread=1.0, duplicates=1000, seed=0)
@@ -76,22 +95,16 @@ def main() -> None:
     rng = np.random.default_rng(1)
     queries = x[rng.choice(args.n, size=args.queries, replace=False)]
 
-    exact, t_build = timed(lambda: build_index(x, "exact"))
-    (_, exact_ids), t_exact = timed(lambda: exact.search(queries, 10))
-    print(f"exact: build {t_build:.1f} s, {args.queries} queries {t_exact:.2f} s")
-    ivf, t_build = timed(lambda: build_index(x, "ivf"))
-    for nprobe in (8, 32, 64):
-        ivf.index.nprobe = nprobe
-        (_, ids), t = timed(lambda: ivf.search(queries, 10))
-        print(
-            f"ivf nlist={ivf.spec.nlist} nprobe={nprobe}: build {t_build:.1f} s, "
-            f"{args.queries} queries {t:.2f} s ({t_exact / t:.1f}x exact), "
-            f"recall@10 {recall_at_k(ids, exact_ids):.4f}"
-        )
+    if not args.skip_search:
+        search_part(x, queries)
 
     emb = Embeddings([f"{i}.jpg" for i in range(args.n)], [None] * args.n, x)
     before = peak_rss_gb()
-    groups, t_dup = timed(lambda: find_duplicates(emb, threshold=0.95, hash_files=False))
+    groups, t_dup = timed(
+        lambda: find_duplicates(
+            emb, threshold=0.95, index=args.dup_index, nprobe=args.dup_nprobe, hash_files=False
+        )
+    )
     found = {frozenset(m.row for m in g.members) for g in groups if len(g.members) == 2}
     hit = sum(frozenset(p.tolist()) in found for p in planted)
     print(
