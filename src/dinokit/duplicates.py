@@ -3,7 +3,7 @@
 Two images are near-duplicates when the cosine similarity of their embeddings is at least a
 threshold; groups are the connected components of that relation. The similar pairs come
 from a k-nearest-neighbour graph built with FAISS one chunk of queries at a time (exact
-below 100,000 images, IVF above), so memory grows with N * neighbours, never N * N.
+up to 20,000 images, IVF above), so memory grows with N * neighbours, never N * N.
 Byte-identical files are found by SHA-256, hashing only files whose size is shared.
 
 The default threshold was chosen on re-encoded, resized and cropped copies of real photos
@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from .embed import Embeddings
 from .search._callable import make_callable
 from .search._vectors import chunks, unit_rows
-from .search.index import DEFAULT_NPROBE, build_index
+from .search.index import build_index
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,13 @@ the model, so calibrate it for yours (``docs/using-embeddings.md``)."""
 
 DEFAULT_NEIGHBOURS = 16
 """Neighbours searched per image; larger groups still connect through chains of them."""
+
+EXACT_LIMIT = 20_000
+"""Largest collection whose k-NN graph ``index="auto"`` builds exactly (cost O(N^2 D))."""
+
+DUPLICATES_NPROBE = 8
+"""IVF lists scanned per image: near-duplicates sit in the same or a neighbouring list (all
+1,000 planted pairs of ``benchmarks/scale.py`` found at 100,000 vectors)."""
 
 QUERY_CHUNK = 4096
 """Queries per FAISS call (memory O(QUERY_CHUNK * neighbours))."""
@@ -191,7 +198,7 @@ def find_duplicates(
     threshold: float = DEFAULT_THRESHOLD,
     neighbours: int = DEFAULT_NEIGHBOURS,
     index: str = "auto",
-    nprobe: int = DEFAULT_NPROBE,
+    nprobe: int = DUPLICATES_NPROBE,
     hash_files: bool = True,
 ) -> list[DuplicateGroup]:
     """Groups of near-duplicate (cosine >= threshold) and byte-identical images.
@@ -200,7 +207,7 @@ def find_duplicates(
         embeddings: An embeddings file or :class:`~dinokit.embed.Embeddings`.
         threshold: Cosine similarity in [-1, 1] at or above which two images are linked.
         neighbours: Nearest neighbours examined per image.
-        index: Neighbour search: ``auto`` (exact up to 100,000 images, IVF above), ``exact``,
+        index: Neighbour search: ``auto`` (exact up to 20,000 images, IVF above), ``exact``,
             ``ivf`` (``hnsw`` is refused: graph search misses exact ties).
         nprobe: IVF lists scanned per image.
         hash_files: Also link byte-identical files (needs the images on disk).
@@ -223,6 +230,8 @@ def find_duplicates(
     if n < 2:
         return []
     x = unit_rows(emb.vectors)
+    if index == "auto":
+        index = "exact" if n <= EXACT_LIMIT else "ivf"
     a, b, s = _similar_pairs(
         x, threshold=threshold, neighbours=neighbours, index=index, nprobe=nprobe
     )
