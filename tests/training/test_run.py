@@ -267,3 +267,30 @@ def test_a_run_folder_as_model_continues_with_its_head(image_folder: Path, tmp_p
         assert torch.equal(value, saved["head"][key]), key
     for key, value in nets.student.backbone.vit.state_dict().items():
         assert torch.equal(value, saved["backbone"][key]), key
+
+
+def test_knn_records_hold_accuracy_and_label_free_scores(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    config = tiny_config(
+        image_folder,
+        tmp_path / "run",
+        epochs=1,
+        eval_train=str(image_folder),
+        eval_val=str(image_folder),
+    )
+    train(config)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    knn = [r for r in map(json.loads, lines) if r.get("kind") == "knn"]
+    assert [r["epoch"] for r in knn] == [0, 1]  # before training, then after each epoch
+    for record in knn:
+        assert 0.0 <= record["knn_top1"] <= 1.0
+        assert 1.0 <= record["effective_rank"] <= 64  # at most the width of vit_test
+        assert math.isfinite(record["uniformity"])
+
+
+def test_sinkhorn_centering_trains(image_folder: Path, tmp_path: Path) -> None:
+    run = train(tiny_config(image_folder, tmp_path / "run", epochs=1, centering="sinkhorn"))
+    records = step_records(run)
+    assert records and all(math.isfinite(r["loss"]) for r in records)
+    assert yaml.safe_load((run / "config.yaml").read_text())["centering"] == "sinkhorn"

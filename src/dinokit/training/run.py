@@ -281,6 +281,7 @@ def _run_epochs(
                     "epoch": state.epoch,
                     "knn_top1": top1,
                     "k": config.knn_k,
+                    **(monitor.last_quality or {}),
                 }
             )
             logger.info(
