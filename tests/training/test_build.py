@@ -174,3 +174,15 @@ def test_head_warmup_freezes_the_backbone_and_freeze_last_layer_the_prototypes(
     assert len(changed) == len(initial_backbone)
     for key in LAST_LAYER:
         assert not torch.equal(done["student"]["head"][key], initial_head[key]), key
+
+
+def test_batchnorm_head_normalises_the_teacher_with_batch_statistics() -> None:
+    nets = networks(use_bn_in_head=True)
+    norms = [m for m in nets.teacher.head.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(norms) == 2  # after each of the two hidden layers, as the reference's use_bn
+    # The reference never puts its teacher in eval mode: BatchNorm uses the batch's statistics.
+    assert all(m.training for m in norms) and not nets.teacher.backbone.training
+    x = torch.randn(6, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = nets.teacher.head.mlp[:2](x)  # Linear then BatchNorm1d
+    torch.testing.assert_close(out.mean(0), torch.zeros(out.shape[1]), atol=1e-5, rtol=0)

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from ..dino import DINOHead, make_teacher
@@ -115,7 +116,7 @@ def build_networks(config: TrainConfig) -> Networks:
         hidden_dim=shape["hidden_dim"] if shape else resolved.hidden_dim,
         bottleneck_dim=shape["bottleneck_dim"] if shape else resolved.bottleneck_dim,
         n_layers=shape["n_layers"] if shape else 3,
-        use_bn=bool(shape["use_bn"]) if shape else False,
+        use_bn=bool(shape["use_bn"]) if shape else resolved.use_bn_in_head,
         norm_last_layer=bool(shape["norm_last_layer"]) if shape else resolved.norm_last_layer,
     )
     if head_state:
@@ -132,6 +133,11 @@ def build_networks(config: TrainConfig) -> Networks:
     teacher = make_teacher(student)
     assert isinstance(teacher, MultiCropNetwork)
     teacher.eval()
+    # As in the reference (its teacher is never put in eval mode), a head with BatchNorm
+    # normalises the teacher's outputs with the statistics of the batch it sees.
+    for module in teacher.head.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.train()
     return Networks(
         student=student,
         teacher=teacher,

@@ -52,6 +52,7 @@ class TrainConfig:
     hidden_dim: int = 2048
     bottleneck_dim: int = 256
     norm_last_layer: bool = True
+    use_bn_in_head: bool = False  # BatchNorm after the head's hidden layers (reference flag)
     freeze_last_layer: float = 1.0  # epochs with the last head layer frozen
     student_temp: float = 0.1
     warmup_teacher_temp: float = 0.04
