@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from dinokit.cli import main
+from dinokit.training import TrainConfig
 from tests.training.test_run import fast_training, image_folder, last_checkpoint, step_records
 
 __all__ = ["fast_training", "image_folder"]  # shared fixtures
@@ -109,3 +110,18 @@ def test_resume_reads_the_saved_config_and_extends_the_run(
     assert [r["step"] for r in step_records(out)] == [1, 2, 3, 4, 5, 6]
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["epochs"] == 3 and saved["out_dim"] == 32 and saved["resume"] is False
+
+
+def test_head_and_centring_flags_reach_the_config(tmp_path: Path) -> None:
+    from dinokit.cli import build_parser
+    from dinokit.cli.train_cmd import build_config
+
+    def config_of(*flags: str) -> TrainConfig:
+        args = build_parser().parse_args(["train", "imgs", "--out", str(tmp_path / "r"), *flags])
+        return build_config(args)
+
+    default = config_of()
+    assert default.use_bn_in_head is False and default.centering == "center"
+    chosen = config_of("--use-bn-in-head", "--centering", "sinkhorn")
+    assert chosen.use_bn_in_head is True and chosen.centering == "sinkhorn"
+    assert config_of("--no-use-bn-in-head").use_bn_in_head is False

@@ -68,6 +68,13 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--no-progress", action="store_true", help="log lines instead of a bar")
     for flag, dest, kind, text in _OPTIONS:
         parser.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+    parser.add_argument(
+        "--use-bn-in-head",
+        dest="use_bn_in_head",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="BatchNorm after the head's hidden layers (reference flag; off by default)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -85,6 +92,7 @@ def build_config(args: argparse.Namespace) -> Any:
         # max_steps stops one invocation early; a resumed run goes on unless given again.
         values.update({k: v for k, v in read_yaml(saved).items() if k != "max_steps"})
     given = {dest: getattr(args, dest) for _, dest, _, _ in _OPTIONS}
+    given["use_bn_in_head"] = args.use_bn_in_head
     values.update({k: v for k, v in given.items() if v is not None})
     if args.data:
         values["data"] = list(args.data)
