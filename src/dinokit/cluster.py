@@ -304,7 +304,7 @@ def write_clusters(
     import io
     import json
 
-    from .embed._formats import atomic_write
+    from ._files import atomic_write, save_npy
 
     folder = Path(out)
     paths = {
@@ -331,7 +331,7 @@ def write_clusters(
             ]
         )
     atomic_write(paths["assignments"], lambda tmp: tmp.write_text(text.getvalue()))
-    atomic_write(paths["centroids"], lambda tmp: np.save(tmp.open("wb"), result.centroids))
+    save_npy(paths["centroids"], result.centroids)
     summary = {
         "k": result.k,
         "sizes": result.sizes.tolist(),

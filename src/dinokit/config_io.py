@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from ._files import atomic_path
 
 C = TypeVar("C")
 
@@ -66,9 +66,5 @@ def to_yaml_dict(config: Any) -> dict[str, Any]:
 
 def write_yaml(path: str | Path, data: dict[str, Any]) -> None:
     """Write a mapping as YAML atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
+    with atomic_path(path) as tmp, tmp.open("w") as handle:
         yaml.safe_dump(data, handle, sort_keys=False)
-    os.chmod(tmp, 0o644)  # mkstemp creates files readable by their owner only
-    os.replace(tmp, path)

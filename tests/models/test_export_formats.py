@@ -13,9 +13,10 @@ import pytest
 import torch
 
 import dinokit
+from dinokit._files import atomic_write
 from dinokit.cli import main
 from dinokit.models.backbone import Backbone
-from dinokit.models.export import save_timm, timm_model_name, write_atomically
+from dinokit.models.export import save_timm, timm_model_name
 from dinokit.models.weights import read_weights
 from tests.models.checkpoints import fail_on_network, images, random_backbone
 
@@ -107,7 +108,7 @@ def test_a_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        write_atomically(out, broken)
+        atomic_write(out, broken)
     assert out.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
 

@@ -79,8 +79,8 @@ def _csv(groups: list[Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Find the groups, print them and optionally write them."""
+    from .._files import atomic_write
     from ..duplicates import find_duplicates
-    from ..embed._formats import atomic_write
 
     out = Path(args.out) if args.out else None
     if out is not None:

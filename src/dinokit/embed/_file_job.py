@@ -148,7 +148,7 @@ class FileJob:
             )
             import pyarrow.parquet as pq
 
-            from ._formats import atomic_write
+            from .._files import atomic_write
 
             path = self.work.part_path(attempt, self.dist.rank, seq)
             atomic_write(path, lambda tmp: pq.write_table(table, tmp))

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._files import atomic_write, save_npy
 from .embeddings import FORMATS, METADATA_KEY, Embeddings, EmbeddingsFileError, metadata_json
 
 
@@ -32,19 +30,6 @@ def _suffix(path: Path) -> str:
             f"use one of {', '.join(FORMATS)}"
         )
     return suffix
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write(emb: Embeddings, path: Path, *, overwrite: bool) -> Path:
@@ -88,7 +73,7 @@ def write_parquet(emb: Embeddings, path: Path) -> None:
 
 def _write_npy(emb: Embeddings, path: Path) -> None:
     assert emb.roots is not None
-    atomic_write(path, lambda tmp: np.save(tmp.open("wb"), emb.vectors))
+    save_npy(path, emb.vectors)
     lines = [
         f"{p}\t{'' if lab is None else lab}\t{int(r)}\n"
         for p, lab, r in zip(emb.paths, emb.labels, emb.roots, strict=True)

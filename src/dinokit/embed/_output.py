@@ -8,33 +8,16 @@ temporary name and renamed into place.
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._files import atomic_path
 from ._formats import sidecar
 from ._rows import schema, vectors_of
 from .embeddings import metadata_json
-
-
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """A temporary path next to ``path``, renamed to ``path`` when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp files are private to their owner
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_output(
@@ -61,12 +44,12 @@ def write_output(
         import pyarrow.parquet as pq
 
         target = schema(dim, patch_tokens=bool(metadata.get("patch_tokens")), metadata=metadata)
-        with _atomic(out) as tmp, pq.ParquetWriter(tmp, target) as writer:
+        with atomic_path(out) as tmp, pq.ParquetWriter(tmp, target) as writer:
             for table in tables():
                 writer.write_table(table.select(target.names).cast(target))
         return
     if suffix == ".npy":
-        with _atomic(sidecar(out, "paths.tsv")) as tmp_paths, _atomic(out) as tmp_npy:
+        with atomic_path(sidecar(out, "paths.tsv")) as tmp_paths, atomic_path(out) as tmp_npy:
             matrix = np.lib.format.open_memmap(
                 tmp_npy, mode="w+", dtype=np.float32, shape=(total, dim)
             )
@@ -85,7 +68,7 @@ def write_output(
         _write_meta(out, metadata)
         return
     index = {name: i for i, name in enumerate(classes)}
-    with _atomic(out) as tmp, tmp.open("w", newline="") as handle:
+    with atomic_path(out) as tmp, tmp.open("w", newline="") as handle:
         writer_csv = csv.writer(handle)
         writer_csv.writerow(["filenames", *(f"embedding_{i}" for i in range(dim)), "labels"])
         for table in tables():
@@ -98,7 +81,7 @@ def write_output(
 
 
 def _write_meta(out: Path, metadata: dict[str, Any]) -> None:
-    with _atomic(sidecar(out, "meta.json")) as tmp:
+    with atomic_path(sidecar(out, "meta.json")) as tmp:
         tmp.write_bytes(metadata_json(metadata))
 
 
@@ -115,6 +98,6 @@ def write_skipped(out: Path, skipped: list[dict[str, str]]) -> Path | None:
     lines = ["path\treason\n"] + [
         f"{s['path']}\t{' '.join(s['reason'].split())}\n" for s in skipped
     ]
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text("".join(lines))
     return path

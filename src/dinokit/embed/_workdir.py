@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._formats import atomic_write
+from .._files import atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .._files import atomic_write
 from .backbone import Backbone
 from .config import BackboneConfig
 from .factory import open_model
@@ -62,23 +60,6 @@ def backbone_metadata(
     }
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(temporary path)`` next to ``path``, then rename it to ``path``.
-
-    A reader never sees a partial file, and a failed write leaves ``path`` as it was.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp_name))
-        os.chmod(tmp_name, 0o644)  # mkstemp creates files readable by their owner only
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
-    return path
-
-
 def _vit_tensors(backbone: Backbone) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in backbone.vit.state_dict().items()}
 
@@ -106,7 +87,7 @@ def save_backbone(
             backbone_metadata(backbone, branch=branch, provenance=provenance)
         )
     }
-    return write_atomically(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    return atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
 def timm_model_name(config: BackboneConfig) -> str | None:
@@ -136,11 +117,11 @@ def save_timm(backbone: Backbone, path: str | Path) -> Path:
     path = Path(path)
     tensors = _vit_tensors(backbone)
     if path.suffix == ".safetensors":
-        return write_atomically(
+        return atomic_write(
             path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"})
         )
     if path.suffix in _TORCH_SUFFIXES:
-        return write_atomically(path, lambda tmp: torch.save(tensors, tmp))
+        return atomic_write(path, lambda tmp: torch.save(tensors, tmp))
     raise ValueError(
         f"{path}: the timm format is written as .safetensors, .pth, .pt or .bin; "
         "change the file extension"

@@ -12,11 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from .._files import atomic_write
 from ..embed import Embeddings
 from .index import (
     DEFAULT_EF_SEARCH,
@@ -56,17 +55,6 @@ def _read_record(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
-
-
-def _atomic(path: Path, write: Any) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _build_key(spec: IndexSpec) -> dict[str, Any]:
@@ -115,8 +103,8 @@ def save_cache(embeddings_file: Path, index: VectorIndex, digest: str) -> None:
         "dim": index.dim,
     }
     try:
-        _atomic(index_path, lambda tmp: faiss.write_index(index.index, str(tmp)))
-        _atomic(record_path, lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
+        atomic_write(index_path, lambda tmp: faiss.write_index(index.index, str(tmp)))
+        atomic_write(record_path, lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
     except OSError as exc:
         logger.warning(
             "%s: cannot cache the index (%s); it is rebuilt on each search", index_path, exc

@@ -15,9 +15,7 @@ is never written. RNG states are stored in that vocabulary by :func:`capture_rng
 from __future__ import annotations
 
 import logging
-import os
 import random
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._files import atomic_path
 from ..models.weights.files import safe_torch_load
 
 logger = logging.getLogger(__name__)
@@ -66,34 +65,9 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
     """
     path = Path(path)
     _check_loadable(state, "state")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp creates files readable by their owner only
-        os.replace(tmp_name, path)
-    except BaseException:  # also Ctrl-C: never leave the temp file behind
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_path(path, durable=True) as tmp:
+        torch.save(dict(state), tmp)
     logger.debug("checkpoint written: %s", path)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

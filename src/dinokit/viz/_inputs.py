@@ -16,12 +16,9 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -51,28 +48,6 @@ def check_output(path: Path, *, overwrite: bool) -> None:
     """
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists; pass --overwrite to replace it")
-
-
-def default_mode(*, folder: bool = False) -> int:
-    """Permissions of a new file (or folder) under the process umask (temp files get 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return (0o777 if folder else 0o666) & ~umask
-
-
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        tmp.chmod(default_mode())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _row_lookup(emb: Embeddings) -> Callable[[str], int | None]:

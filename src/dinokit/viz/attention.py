@@ -21,10 +21,10 @@ from numpy.typing import NDArray
 from PIL import Image
 from torch import Tensor
 
+from .._files import atomic_write, save_npy
 from ..data.io import ImageReadError, open_image
 from ..data.preprocess import INTERPOLATIONS
 from ..models.backbone import Backbone
-from ..models.export import write_atomically
 from ._attention_grid import render_grid
 
 logger = logging.getLogger(__name__)
@@ -224,20 +224,12 @@ def save_attention(
         show_heads=heads == "all",
     )
     written = [
-        write_atomically(folder / f"{stem}.png", lambda tmp: grid.save(tmp, format="PNG")),
-        write_atomically(folder / f"{stem}.npy", lambda tmp: _save_npy(tmp, maps.heads)),
+        atomic_write(folder / f"{stem}.png", lambda tmp: grid.save(tmp, format="PNG")),
+        save_npy(folder / f"{stem}.npy", maps.heads),
     ]
     if maps.masks is not None:
-        masks = maps.masks
-        written.append(
-            write_atomically(folder / f"{stem}_mask.npy", lambda tmp: _save_npy(tmp, masks))
-        )
+        written.append(save_npy(folder / f"{stem}_mask.npy", maps.masks))
     return written
-
-
-def _save_npy(path: Path, array: NDArray[np.generic]) -> None:
-    with path.open("wb") as handle:  # a file handle: np.save would append ".npy" to a name
-        np.save(handle, array)
 
 
 def _expand(images: Sequence[str | Path]) -> list[Path]:

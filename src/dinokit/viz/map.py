@@ -21,12 +21,12 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from .._files import atomic_write
 from ..data.io import ImageReadError
 from ..embed.embeddings import Embeddings
 from ._inputs import (
     Clusters,
     MissingDependencyError,
-    atomic_write,
     check_output,
     load_embeddings,
     read_clusters,

@@ -27,14 +27,13 @@ from urllib.parse import quote
 import numpy as np
 from numpy.typing import NDArray
 
+from .._files import atomic_write, default_mode
 from ..embed.embeddings import Embeddings
 from . import _report_html as h
 from ._inputs import (
     Clusters,
     DuplicateGroup,
-    atomic_write,
     check_output,
-    default_mode,
     load_embeddings,
     read_clusters,
     read_duplicate_groups,
