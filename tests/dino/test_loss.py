@@ -5,6 +5,8 @@ Expected values are computed with numpy, pair by pair, from the reference formul
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -263,3 +265,41 @@ def test_sinkhorn_centering_loss_is_cross_entropy_with_balanced_targets() -> Non
     assert loss.item() == pytest.approx(expected, rel=1e-4)
     with pytest.raises(ValueError, match="centering"):
         DINOLoss(out_dim, n_epochs=1, centering="mean")
+
+
+def test_sinkhorn_sums_over_every_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two ranks (threads here) with different batches must together get the rows that one
+    # process computes for the union batch: every sum, count and max runs over both ranks.
+    gen = torch.Generator().manual_seed(1)
+    shards = [torch.randn(5, 4, generator=gen), torch.randn(3, 4, generator=gen) * 3]
+    expected = sinkhorn_knopp(torch.cat(shards), 0.05)
+    barrier = threading.Barrier(2)
+    posted: dict[tuple[int, int], torch.Tensor] = {}
+    local = threading.local()
+
+    def fake_all_reduce(tensor: torch.Tensor, op: object = dist.ReduceOp.SUM) -> None:
+        call = local.calls
+        local.calls += 1
+        posted[(call, local.rank)] = tensor.clone()
+        barrier.wait()
+        other = posted[(call, 1 - local.rank)]
+        if op == dist.ReduceOp.MAX:
+            tensor.copy_(torch.maximum(tensor, other))
+        else:
+            tensor.add_(other)
+        barrier.wait()
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "all_reduce", fake_all_reduce)
+    results: dict[int, torch.Tensor] = {}
+
+    def rank_main(rank: int) -> None:
+        local.rank, local.calls = rank, 0
+        results[rank] = sinkhorn_knopp(shards[rank], 0.05)
+
+    threads = [threading.Thread(target=rank_main, args=(rank,)) for rank in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    torch.testing.assert_close(torch.cat([results[0], results[1]]), expected)

@@ -62,13 +62,15 @@ def sinkhorn_knopp(logits: Tensor, temp: float, *, iterations: int = 3) -> Tenso
         ``(B, K)`` float32 targets; each row sums to 1.
     """
     distributed = dist.is_available() and dist.is_initialized()
-    scores = logits.float() / temp
+    # float64: after subtracting the global max, a sample whose logits all sit far below it
+    # would underflow to an all-zero row in float32 (and turn into NaN when normalised).
+    scores = logits.double() / temp
     # Subtracting one global constant leaves every rescaling unchanged and avoids overflow.
     top = scores.max().reshape(1)
     if distributed:
         dist.all_reduce(top, op=dist.ReduceOp.MAX)
     q = torch.exp(scores - top).t()  # (K, B)
-    n_samples = torch.tensor(float(q.shape[1]), device=q.device)
+    n_samples = torch.tensor(float(q.shape[1]), device=q.device, dtype=q.dtype)
     total = q.sum().reshape(1)
     if distributed:
         dist.all_reduce(n_samples)
@@ -81,7 +83,7 @@ def sinkhorn_knopp(logits: Tensor, temp: float, *, iterations: int = 3) -> Tenso
             dist.all_reduce(per_prototype)
         q = q / per_prototype.clamp_min(torch.finfo(q.dtype).tiny) / n_prototypes
         q = q / q.sum(dim=0, keepdim=True) / n_samples
-    return (q * n_samples).t()
+    return (q * n_samples).t().float()
 
 
 def teacher_temperature(
