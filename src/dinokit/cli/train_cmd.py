@@ -37,6 +37,12 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--warmup-teacher-temp", "warmup_teacher_temp", float, "initial teacher temp (0.04)"),
     ("--warmup-teacher-temp-epochs", "warmup_teacher_temp_epochs", int, "teacher temp warm-up"),
     ("--centering", "centering", str, "teacher centring: center (DINO) or sinkhorn (DINOv2)"),
+    (
+        "--use-bn-in-head",
+        "use_bn_in_head",
+        bool,
+        "BatchNorm after the head's hidden layers (reference flag; off by default)",
+    ),
     ("--momentum", "momentum", float, "teacher EMA momentum, cosine to 1 (0.996)"),
     ("--local-crops", "local_crops", int, "local crops per image (8)"),
     ("--global-size", "global_size", int, "global crop size (auto: native size)"),
@@ -67,14 +73,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--no-progress", action="store_true", help="log lines instead of a bar")
     for flag, dest, kind, text in _OPTIONS:
-        parser.add_argument(flag, dest=dest, type=kind, default=None, help=text)
-    parser.add_argument(
-        "--use-bn-in-head",
-        dest="use_bn_in_head",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="BatchNorm after the head's hidden layers (reference flag; off by default)",
-    )
+        if kind is bool:  # --flag / --no-flag; unset leaves the YAML or default value
+            parser.add_argument(
+                flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text
+            )
+        else:
+            parser.add_argument(flag, dest=dest, type=kind, default=None, help=text)
     parser.set_defaults(run=run)
 
 
@@ -92,7 +96,6 @@ def build_config(args: argparse.Namespace) -> Any:
         # max_steps stops one invocation early; a resumed run goes on unless given again.
         values.update({k: v for k, v in read_yaml(saved).items() if k != "max_steps"})
     given = {dest: getattr(args, dest) for _, dest, _, _ in _OPTIONS}
-    given["use_bn_in_head"] = args.use_bn_in_head
     values.update({k: v for k, v in given.items() if v is not None})
     if args.data:
         values["data"] = list(args.data)
