@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .._files import atomic_write, save_npy
-from .embeddings import FORMATS, METADATA_KEY, Embeddings, EmbeddingsFileError, metadata_json
+from .embeddings import FORMATS, METADATA_KEY, Embeddings, EmbeddingsFileError
 
 
 def sidecar(path: Path, kind: str) -> Path:
@@ -34,72 +33,23 @@ def _suffix(path: Path) -> str:
 
 def write(emb: Embeddings, path: Path, *, overwrite: bool) -> Path:
     """Write ``emb`` in the format named by the suffix of ``path``."""
-    suffix = _suffix(path)
+    _suffix(path)  # an unknown format is refused before anything is written
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists; pass --overwrite to replace it")
-    if suffix == ".parquet":
-        atomic_write(path, lambda tmp: write_parquet(emb, tmp))
-    elif suffix == ".npy":
-        _write_npy(emb, path)
-    else:
-        _write_csv(emb, path)
+    # The same writer as ``dinokit embed``, fed with one table of every row.
+    from ._output import write_output
+    from ._rows import make_table
+
+    assert emb.roots is not None
+    roots = emb.roots
+    write_output(
+        path,
+        lambda: [make_table(emb.paths, emb.labels, emb.vectors, roots.tolist())],
+        total=len(emb),
+        metadata={**emb.metadata, "dim": emb.dim},
+        classes=sorted({label for label in emb.labels if label is not None}),
+    )
     return path
-
-
-def arrow_table(emb: Embeddings) -> Any:
-    """The Parquet table of ``emb`` (a ``pyarrow.Table`` with the metadata in its schema)."""
-    import pyarrow as pa
-
-    assert emb.roots is not None
-    flat = pa.array(emb.vectors.reshape(-1), type=pa.float32())
-    embedding = pa.FixedSizeListArray.from_arrays(flat, emb.dim)
-    table = pa.table(
-        {
-            "path": pa.array(emb.paths, type=pa.string()),
-            "label": pa.array(emb.labels, type=pa.string()),
-            "embedding": embedding,
-            "root": pa.array(emb.roots, type=pa.int16()),
-        }
-    )
-    return table.replace_schema_metadata({METADATA_KEY: metadata_json(emb.metadata)})
-
-
-def write_parquet(emb: Embeddings, path: Path) -> None:
-    """Write ``emb`` as one Parquet file at ``path`` (not atomic; see :func:`atomic_write`)."""
-    import pyarrow.parquet as pq
-
-    pq.write_table(arrow_table(emb), path)
-
-
-def _write_npy(emb: Embeddings, path: Path) -> None:
-    assert emb.roots is not None
-    save_npy(path, emb.vectors)
-    lines = [
-        f"{p}\t{'' if lab is None else lab}\t{int(r)}\n"
-        for p, lab, r in zip(emb.paths, emb.labels, emb.roots, strict=True)
-    ]
-    atomic_write(sidecar(path, "paths.tsv"), lambda tmp: tmp.write_text("".join(lines)))
-    atomic_write(
-        sidecar(path, "meta.json"), lambda tmp: tmp.write_bytes(metadata_json(emb.metadata))
-    )
-
-
-def _write_csv(emb: Embeddings, path: Path) -> None:
-    classes = sorted({lab for lab in emb.labels if lab is not None})
-    index = {name: i for i, name in enumerate(classes)}
-
-    def dump(tmp: Path) -> None:
-        with tmp.open("w", newline="") as fh:
-            out = csv.writer(fh)
-            out.writerow(["filenames", *(f"embedding_{i}" for i in range(emb.dim)), "labels"])
-            for p, lab, vec in zip(emb.paths, emb.labels, emb.vectors, strict=True):
-                # lightly's CSV wants an integer label; unlabelled rows get 0 as lightly does.
-                label = index[lab] if lab is not None else 0
-                out.writerow([p, *(repr(float(v)) for v in vec), label])
-
-    atomic_write(path, dump)
-    meta = {**emb.metadata, "classes": classes}
-    atomic_write(sidecar(path, "meta.json"), lambda tmp: tmp.write_bytes(metadata_json(meta)))
 
 
 def read(path: Path) -> Embeddings:
