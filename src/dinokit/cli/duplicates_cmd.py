@@ -1,4 +1,8 @@
-"""``dinokit duplicates``: groups of near-duplicate and byte-identical images."""
+"""``dinokit duplicates``: groups of near-duplicate and byte-identical images.
+
+With ``--calibrate [N]`` the threshold is first chosen from modified copies of N of the
+collection's own images (:func:`dinokit.duplicates.calibrate_threshold`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._table import format_table
+
+if TYPE_CHECKING:
+    from ..duplicates import ThresholdCalibration
 
 _COLUMNS = (
     ("group", "group"),
@@ -20,10 +27,20 @@ _COLUMNS = (
     ("label", "label"),
 )
 
+_CALIBRATION_COLUMNS = (
+    ("pairs", "copies vs original"),
+    ("n", "n"),
+    ("min", "min"),
+    ("p5", "5th pct"),
+    ("median", "median"),
+    ("sets", "sets threshold"),
+)
+
 
 def add_parser(subparsers: Any) -> None:
     """Register the subcommand."""
     from ..duplicates import DEFAULT_NEIGHBOURS, DEFAULT_THRESHOLD
+    from ..duplicates.calibration import DEFAULT_SAMPLE
 
     parser = subparsers.add_parser(
         "duplicates",
@@ -35,8 +52,18 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--threshold",
         type=float,
-        default=DEFAULT_THRESHOLD,
+        default=None,
         help=f"cosine similarity that makes a pair duplicates ({DEFAULT_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--calibrate",
+        type=int,
+        nargs="?",
+        const=DEFAULT_SAMPLE,
+        default=None,
+        metavar="N",
+        help="choose the threshold from JPEG-re-encoded and downscaled copies of N sampled "
+        f"images, embedded with the recorded model ({DEFAULT_SAMPLE}); not with --threshold",
     )
     parser.add_argument(
         "--neighbours",
@@ -77,33 +104,88 @@ def _csv(groups: list[Any]) -> str:
     return text.getvalue()
 
 
-def run(args: argparse.Namespace) -> int:
-    """Find the groups, print them and optionally write them."""
-    from .._files import atomic_write
-    from ..duplicates import find_duplicates
+def _print_calibration(c: ThresholdCalibration) -> None:
+    """The calibration as a short table and the line that says how the threshold was set."""
+    skipped = [f"{c.missing} files missing"] if c.missing else []
+    skipped += [f"{c.unreadable} unreadable"] if c.unreadable else []
+    note = f"; skipped: {', '.join(skipped)}" if skipped else ""
+    print(f"calibration on {c.sampled} sampled images (seed {c.seed}{note})")
+    rows = [
+        {
+            "pairs": s.description,
+            "n": s.n,
+            "min": f"{s.min:.4f}",
+            "p5": f"{s.p5:.4f}",
+            "median": f"{s.median:.4f}",
+            "sets": "yes" if s.calibrates else "no",
+        }
+        for s in c.copies
+    ]
+    print(format_table(rows, _CALIBRATION_COLUMNS))
+    d = c.distinct
+    print(
+        f"each image vs its most similar other image: n {d.n}, median {d.median:.4f}, "
+        f"99th pct {d.p99:.4f}, max {d.max:.4f}"
+    )
+    compared = f"copies' 5th pct {c.copies_p5:.4f}, distinct images' 99th pct {d.p99:.4f}"
+    if c.separable:
+        print(
+            f"copies and distinct images separate ({compared}): "
+            f"threshold {c.threshold:.6g}, the midpoint"
+        )
+    else:
+        print(
+            f"copies and distinct images do NOT separate ({compared}): threshold "
+            f"{c.threshold:.6g}, the fewest missed copies + linked distinct images"
+        )
+    print(
+        f"at that threshold: {c.missed:.1%} of the copies missed, "
+        f"{c.linked:.1%} of the distinct images linked"
+    )
+    print()
 
+
+def run(args: argparse.Namespace) -> int:
+    """Find the groups (after calibrating the threshold), print them and optionally write them."""
+    from .._files import atomic_write
+    from ..duplicates import DEFAULT_THRESHOLD, calibrate_threshold, find_duplicates
+    from ..embed import Embeddings
+
+    if args.calibrate is not None and args.threshold is not None:
+        raise ValueError("--threshold and --calibrate exclude each other: give one of them")
     out = Path(args.out) if args.out else None
     if out is not None:
         if out.suffix.lower() not in (".csv", ".json"):
             raise ValueError(f"{out}: --out must end in .csv or .json")
         if out.exists() and not args.overwrite:
             raise FileExistsError(f"{out}: already exists; pass --overwrite to replace it")
+    embeddings = Embeddings.load(args.embeddings)
+    calibration = None
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    if args.calibrate is not None:
+        calibration = calibrate_threshold(embeddings, sample=args.calibrate)
+        threshold = calibration.threshold
     groups = find_duplicates(
-        args.embeddings,
-        threshold=args.threshold,
+        embeddings,
+        threshold=threshold,
         neighbours=args.neighbours,
         index=args.index,
         hash_files=not args.no_hash,
     )
-    document = json.dumps([g.to_dict() for g in groups], indent=2)
+    found: Any = [g.to_dict() for g in groups]
+    if calibration is not None:
+        found = {"threshold": threshold, "calibration": calibration.to_dict(), "groups": found}
+    document = json.dumps(found, indent=2)
     if out is not None:
         text = document if out.suffix.lower() == ".json" else _csv(groups)
         atomic_write(out, lambda tmp: tmp.write_text(text))
     if args.json:
         print(document)
         return 0
+    if calibration is not None:
+        _print_calibration(calibration)
     images = sum(len(g.members) for g in groups)
-    print(f"{len(groups)} groups, {images} images (cosine >= {args.threshold})")
+    print(f"{len(groups)} groups, {images} images (cosine >= {threshold:.6g})")
     if groups:
         print(format_table(_rows(groups), _COLUMNS))
     if out is not None:

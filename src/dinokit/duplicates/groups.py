@@ -1,4 +1,4 @@
-"""Near-duplicate and byte-identical images in an embeddings collection.
+"""Groups of near-duplicate and byte-identical images in an embeddings collection.
 
 Two images are near-duplicates when the cosine similarity of their embeddings is at least a
 threshold; groups are the connected components of that relation. The similar pairs come
@@ -7,7 +7,8 @@ up to 20,000 images, IVF above), so memory grows with N * neighbours, never N * 
 Byte-identical files are found by SHA-256, hashing only files whose size is shared.
 
 The default threshold was chosen on re-encoded, resized and cropped copies of real photos
-(see ``docs/using-embeddings.md``).
+(see ``docs/using-embeddings.md``); :func:`~dinokit.duplicates.calibrate_threshold` chooses
+one for the model and images of a given collection.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .embed import Embeddings
-from .search._callable import make_callable
-from .search._vectors import chunks, unit_rows
-from .search.index import build_index
+from ..embed import Embeddings
+from ..search._vectors import chunks, unit_rows
+from ..search.index import build_index
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ DEFAULT_THRESHOLD = 0.999
 
 Measured on 500 real photos and 500 re-encoded / resized / cropped copies: it keeps JPEG
 re-encodes and 2x downscales and no pair of distinct photos; the similarity scale depends on
-the model, so calibrate it for yours (``docs/using-embeddings.md``)."""
+the model, so calibrate it for yours (:func:`~dinokit.duplicates.calibrate_threshold`,
+``dinokit duplicates --calibrate``)."""
 
 DEFAULT_NEIGHBOURS = 16
 """Neighbours searched per image; larger groups still connect through chains of them."""
@@ -154,7 +155,8 @@ def _similar_pairs(
     return a, b, s
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read 1 MiB at a time."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(1 << 20):
@@ -186,7 +188,7 @@ def file_hashes(files: list[Path]) -> dict[int, str]:
             continue
         for i in same_size:
             try:
-                hashes[i] = _sha256(files[i])
+                hashes[i] = file_sha256(files[i])
             except OSError as exc:
                 logger.warning("%s: cannot read (%s); not compared byte for byte", files[i], exc)
     return hashes
@@ -281,6 +283,3 @@ def find_duplicates(
         kind = "identical" if len(digests) == 1 and None not in digests else "near"
         groups.append(DuplicateGroup(group=number, kind=kind, members=members))
     return groups
-
-
-make_callable(__name__, find_duplicates)
