@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import dinokit
 from dinokit.models.config import BackboneConfig
@@ -116,3 +117,13 @@ def test_timm_non_vit_is_refused() -> None:
 def test_timm_unknown_model() -> None:
     with pytest.raises(ValueError, match="unknown timm model"):
         dinokit.get_config("timm:vit_nonexistent_patch3")
+
+
+def test_small_image_vit_has_the_cifar_shape() -> None:
+    # 192-d, 6 blocks, 3 heads, 4 px patches: a 32 px image is an 8 x 8 grid of tokens.
+    config = dinokit.get_config("vit_small32")
+    assert (config.embed_dim, config.depth, config.num_heads, config.patch_size) == (192, 6, 3, 4)
+    assert config.preprocessing.size == 32 and config.weights is None
+    backbone = dinokit.create_backbone("vit_small32", weights="none")
+    tokens = backbone.vit.patch_embed(torch.zeros(1, 3, 32, 32))
+    assert tokens.shape == (1, 8, 8, 192)

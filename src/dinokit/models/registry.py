@@ -126,3 +126,19 @@ register(
         description="tiny test ViT, random init (tests and demos)",
     )
 )
+
+# A small ViT for 32 px images (CIFAR-sized): ViT-Tiny width, 6 blocks, 4 px patches, so a
+# 32 px image is 8 x 8 = 64 tokens. No official weights; for DINO runs from scratch on small images.
+register(
+    BackboneConfig(
+        name="vit_small32",
+        family="test",
+        embed_dim=192,
+        depth=6,
+        num_heads=3,
+        patch_size=4,
+        pos_embed_size=32,
+        preprocessing=Preprocessing(size=32),
+        description="small ViT for 32 px images (192-d, 6 blocks, patch 4), random init",
+    )
+)
