@@ -1,0 +1,612 @@
+"""Does fine-tuning help? The measurements behind ``docs/finetuning.md``.
+
+Stages (each keeps its results in ``--out``; a finished stage is not redone, so an interrupted
+run continues where it stopped):
+
+``scratch``
+    DINO from random weights on ``cifar10-mini/train`` (5,000 CIFAR-10 images, labels unused):
+    ``dinokit train`` with the small-image recipe below, then the loop the usual guide builds
+    with lightly (same ViT, crops and batch) for the same wall-clock time. Teacher kNN top-1
+    on ``cifar10-mini/test`` after each epoch.
+``pretrain``
+    The "pretrained" model: the same recipe for a longer, fixed budget
+    (``--pretrain-epochs``) on ``cifar10-mini/train``.
+``finetune``
+    The pretrained model above is the starting point. For each seed, on
+    ``imagenette-mini/train`` (1,000 photos, labels unused), at equal epochs: dinokit's
+    fine-tuning defaults, naive continued training (one lr for every layer, random head, no
+    warm-up), and training from scratch. kNN with ``dinokit evaluate`` on
+    ``imagenette-mini/val`` before and after.
+``extras``
+    The fine-tuned model of seed 0: preprocessing modes and teacher vs student.
+``probes``
+    Why the recipe is what it is: the first ``--probe-steps`` steps of the scratch run (its
+    schedules unchanged) with one setting changed at a time; teacher and student kNN.
+``report``
+    ``results.json``, ``results.md`` (the tables) and ``curves.png``.
+
+    pip install -e '.[bench]'        # lightly, for the guide's loop
+    python benchmarks/finetune_experiment.py --out runs/finetune-experiment
+
+Everything runs on the CPU at 32 px (a 192-d, 6-block ViT with 4 px patches); the defaults
+take about 100 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "vit_small32"
+# What both scratch loops share: the ViT, the crops (2 x 32 px + 4 x 16 px) and the batch.
+SHARED = {"global_size": 32, "local_size": 16, "local_crops": 4, "batch_size": 128}
+# dinokit's recipe for short runs from scratch on small images (docs/finetuning.md says why).
+SCRATCH_RECIPE: dict[str, Any] = {
+    "lr": 4e-3,  # per 256 images: 2e-3 at batch 128, with the automatic 10% warm-up
+    "out_dim": 256,
+    "momentum": 0.99,
+    "use_bn_in_head": True,
+    "drop_path": 0.0,
+    "freeze_last_layer": 0.0,
+}
+# Fine-tuning runs: 1,000 images at batch 64 = 15 steps per epoch.
+FT_SHARED = {"global_size": 32, "local_size": 16, "local_crops": 4, "batch_size": 64}
+# The guide's hyperparameters for its loop (AdamW 1e-3, 2048 prototypes, EMA 0.996 -> 1).
+GUIDE_LR = 1e-3
+GUIDE_OUT_DIM = 2048
+
+logger = logging.getLogger("finetune_experiment")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _option(key: str, value: Any) -> list[str]:
+    flag = "--" + key.replace("_", "-")
+    if isinstance(value, bool):
+        return [flag if value else "--no-" + key.replace("_", "-")]
+    return [flag, str(value)]
+
+
+def dinokit_train(data: Path, out: Path, options: dict[str, Any], threads: int) -> float:
+    """Run ``dinokit train`` in a fresh process; returns its wall-clock seconds."""
+    if (out / "teacher.safetensors").exists():
+        return float(json.loads((out / "wall.json").read_text())["seconds"])
+    if out.exists():
+        shutil.rmtree(out)
+    command = [sys.executable, "-m", "dinokit", "train", str(data), "--out", str(out)]
+    command += ["--no-progress"]
+    for key, value in options.items():
+        command += _option(key, value)
+    logger.info("%s", " ".join(command))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=env)
+    seconds = time.perf_counter() - start
+    (out / "wall.json").write_text(json.dumps({"seconds": seconds}))
+    return seconds
+
+
+def knn_curve(run: Path) -> list[dict[str, float]]:
+    """The kNN records of a dinokit run's ``metrics.jsonl`` (epoch, top-1, label-free scores)."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [
+        {
+            "epoch": float(r["epoch"]),
+            "knn": float(r["knn_top1"]),
+            "effective_rank": float(r["effective_rank"]),
+        }
+        for r in rows
+        if r.get("kind") == "knn"
+    ]
+
+
+def evaluate(model: str | Path, train: Path, val: Path, **options: Any) -> list[dict[str, Any]]:
+    """``dinokit evaluate`` rows as dicts (kNN at k = 20 and the label-free scores)."""
+    import dinokit
+
+    rows = dinokit.evaluate(
+        str(model), train=train, val=val, k=[20], workers=1, precision="fp32", **options
+    )
+    return [
+        {
+            "preprocess": r.preprocess,
+            "branch": r.branch,
+            "knn": r.knn[20],
+            "effective_rank": r.quality.get("effective_rank"),
+        }
+        for r in rows
+    ]
+
+
+# --------------------------------------------------------------------------- guide's loop
+
+
+def guide_loop(
+    data: Path,
+    eval_train: Path,
+    eval_val: Path,
+    out: Path,
+    *,
+    budget_s: float,
+    epochs_for_schedule: int,
+    seed: int,
+    threads: int,
+) -> dict[str, Any]:
+    """The loop the usual guide builds with lightly, run for ``budget_s`` wall-clock seconds.
+
+    timm ViT + lightly ``DINOProjectionHead`` / ``DINOLoss`` / ``DINOTransform``, torchvision
+    ``ImageFolder``, AdamW 1e-3, one backbone call per view, EMA momentum cosine 0.996 -> 1
+    per epoch, last layer frozen in epoch 0. The clock includes its kNN evaluations, as the
+    dinokit run's does.
+    """
+    result_file = out / "result.json"
+    if result_file.exists():
+        return dict(json.loads(result_file.read_text()))
+    from lightly.loss import DINOLoss
+    from lightly.models.modules import DINOProjectionHead
+    from lightly.models.utils import deactivate_requires_grad, update_momentum
+    from lightly.transforms import DINOTransform
+    from lightly.utils.scheduler import cosine_schedule
+    from timm.models.vision_transformer import VisionTransformer
+    from torch import nn
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
+
+    from dinokit.models import Backbone, get_config
+    from dinokit.training.monitor import KnnMonitor
+
+    start = time.perf_counter()
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    config = get_config(MODEL)
+
+    def vit() -> nn.Module:
+        return VisionTransformer(
+            img_size=32,
+            patch_size=config.patch_size,
+            embed_dim=config.embed_dim,
+            depth=config.depth,
+            num_heads=config.num_heads,
+            num_classes=0,
+            dynamic_img_size=True,
+            drop_path_rate=0.1,
+        )
+
+    class DINO(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            dim = config.embed_dim
+            self.student_backbone = vit()
+            self.student_head = DINOProjectionHead(
+                dim, 2048, 256, GUIDE_OUT_DIM, freeze_last_layer=1
+            )
+            self.teacher_backbone = copy.deepcopy(self.student_backbone)
+            self.teacher_head = DINOProjectionHead(dim, 2048, 256, GUIDE_OUT_DIM)
+            deactivate_requires_grad(self.teacher_backbone)
+            deactivate_requires_grad(self.teacher_head)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.student_head(self.student_backbone(x).flatten(start_dim=1))
+
+        def forward_teacher(self, x: torch.Tensor) -> torch.Tensor:
+            return self.teacher_head(self.teacher_backbone(x).flatten(start_dim=1))
+
+    model = DINO()
+    transform = DINOTransform(
+        global_crop_size=SHARED["global_size"],
+        local_crop_size=SHARED["local_size"],
+        n_local_views=SHARED["local_crops"],
+    )
+    dataset = ImageFolder(str(data), transform=transform)
+    loader = DataLoader(
+        dataset,
+        batch_size=SHARED["batch_size"],
+        shuffle=True,
+        drop_last=True,
+        num_workers=1,
+        persistent_workers=True,
+    )
+    criterion = DINOLoss(output_dim=GUIDE_OUT_DIM, warmup_teacher_temp_epochs=5)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=GUIDE_LR)
+    monitor = KnnMonitor(str(eval_train), str(eval_val), k=20, workers=1)
+
+    def knn() -> tuple[float, float]:
+        backbone = Backbone(model.teacher_backbone, config)
+        backbone.eval()
+        accuracy = monitor.evaluate(backbone, device=torch.device("cpu"))
+        model.teacher_backbone.train()
+        rank = (monitor.last_quality or {}).get("effective_rank", math.nan)
+        return accuracy, rank
+
+    steps_per_epoch = len(loader)
+    accuracy, rank = knn()
+    curve = [{"epoch": 0.0, "knn": accuracy, "effective_rank": rank}]
+    logger.info("guide loop: epoch 0 kNN %.2f%%", 100 * accuracy)
+    step, epoch, done = 0, 0, False
+    while not done:
+        momentum = cosine_schedule(epoch, epochs_for_schedule, 0.996, 1)
+        for views, _ in loader:
+            update_momentum(model.student_backbone, model.teacher_backbone, m=momentum)
+            update_momentum(model.student_head, model.teacher_head, m=momentum)
+            teacher_out = [model.forward_teacher(v) for v in views[:2]]
+            student_out = [model.forward(v) for v in views]
+            loss = criterion(teacher_out, student_out, epoch=epoch)
+            loss.backward()
+            model.student_head.cancel_last_layer_gradients(current_epoch=epoch)
+            optimizer.step()
+            optimizer.zero_grad()
+            step += 1
+            if step % 10 == 0:
+                logger.info(
+                    "guide loop: step %d loss %.4f, %.0f s",
+                    step,
+                    loss.item(),
+                    time.perf_counter() - start,
+                )
+            if time.perf_counter() - start >= budget_s:
+                done = True
+                break
+        epoch += 1
+        accuracy, rank = knn()
+        curve.append({"epoch": step / steps_per_epoch, "knn": accuracy, "effective_rank": rank})
+        logger.info("guide loop: %d steps, kNN %.2f%%", step, 100 * accuracy)
+        if time.perf_counter() - start >= budget_s:
+            done = True
+    result = {"steps": step, "seconds": time.perf_counter() - start, "curve": curve}
+    out.mkdir(parents=True, exist_ok=True)
+    result_file.write_text(json.dumps(result, indent=1))
+    return result
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def stage_scratch(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    cifar = args.data / "cifar10-mini"
+    options = {
+        "model": MODEL,
+        "weights": "none",
+        **SHARED,
+        **SCRATCH_RECIPE,
+        "epochs": args.scratch_epochs,
+        "workers": 1,
+        "seed": 0,
+        "eval_train": cifar / "train",
+        "eval_val": cifar / "test",
+    }
+    run = args.out / "scratch-dinokit"
+    seconds = dinokit_train(cifar / "train", run, options, args.threads)
+    results["scratch"] = {"dinokit": {"seconds": seconds, "curve": knn_curve(run)}}
+    budget = max(seconds, 60 * args.budget_min) if args.budget_min else seconds
+    guide = guide_loop(
+        cifar / "train",
+        cifar / "train",
+        cifar / "test",
+        args.out / "scratch-guide",
+        budget_s=budget,
+        epochs_for_schedule=args.scratch_epochs,
+        seed=0,
+        threads=args.threads,
+    )
+    results["scratch"]["guide"] = guide
+
+
+def stage_pretrain(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    cifar = args.data / "cifar10-mini"
+    options = {
+        "model": MODEL,
+        "weights": "none",
+        **SHARED,
+        **SCRATCH_RECIPE,
+        "epochs": args.pretrain_epochs,
+        "workers": 1,
+        "seed": 0,
+        "eval_train": cifar / "train",
+        "eval_val": cifar / "test",
+    }
+    run = args.out / "pretrain"
+    seconds = dinokit_train(cifar / "train", run, options, args.threads)
+    results["pretrain"] = {"seconds": seconds, "curve": knn_curve(run)}
+
+
+def finetune_arms(pretrained: Path) -> dict[str, dict[str, Any]]:
+    """The three ways to train on the new domain, at equal epochs."""
+    return {
+        # dinokit's defaults: the run folder brings its head and centre; lr, layer decay,
+        # warm-up and head warm-up are left to the fine-tuning defaults.
+        "dinokit defaults": {"model": pretrained},
+        # What a guide user does: load the backbone under a new random head, the guide's
+        # AdamW lr 1e-3 for every layer (dinokit's lr is per 256 images), no warm-ups.
+        "naive": {
+            "model": pretrained / "teacher.safetensors",
+            "lr": GUIDE_LR * 256 / FT_SHARED["batch_size"],
+            "layer_decay": 1.0,
+            "warmup_epochs": 0,
+            "head_warmup_epochs": 0,
+            "freeze_last_layer": 0,
+            "out_dim": GUIDE_OUT_DIM,
+            "momentum": 0.996,
+        },
+        # From random weights on the new domain with the small-image scratch recipe.
+        "from scratch": {"model": MODEL, "weights": "none", **SCRATCH_RECIPE},
+    }
+
+
+def stage_finetune(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    nette = args.data / "imagenette-mini"
+    pretrained = args.out / "pretrain"
+    before = evaluate(pretrained, nette / "train", nette / "val")[0]
+    results["finetune"] = {"before": before, "arms": {}}
+    for arm, arm_options in finetune_arms(pretrained).items():
+        per_seed = []
+        for seed in args.seeds:
+            options = {
+                **FT_SHARED,
+                **arm_options,
+                "epochs": args.ft_epochs,
+                "workers": 1,
+                "seed": seed,
+                "eval_train": nette / "train",
+                "eval_val": nette / "val",
+            }
+            run = args.out / f"ft-{arm.replace(' ', '-')}-seed{seed}"
+            seconds = dinokit_train(nette / "train", run, options, args.threads)
+            after = evaluate(run, nette / "train", nette / "val")[0]
+            per_seed.append(
+                {"seed": seed, "seconds": seconds, "after": after, "curve": knn_curve(run)}
+            )
+            logger.info("%s seed %d: kNN %.2f%%", arm, seed, 100 * after["knn"])
+        results["finetune"]["arms"][arm] = per_seed
+
+
+# One change at a time from the scratch recipe (docs/finetuning.md, "Why these settings").
+PROBES: dict[str, dict[str, Any]] = {
+    "recipe": {},
+    "out_dim 2048": {"out_dim": 2048},
+    "out_dim 2048, lr 1e-3": {"out_dim": 2048, "lr": 1e-3},
+    "teacher temp 0.02": {"teacher_temp": 0.02, "warmup_teacher_temp": 0.02},
+    "EMA momentum 0.9": {"momentum": 0.9},
+    "no BatchNorm in head": {"use_bn_in_head": False},
+    "no lr warm-up": {"warmup_epochs": 0},
+}
+
+
+def stage_probes(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    cifar = args.data / "cifar10-mini"
+    results["probes"] = {"steps": args.probe_steps, "rows": {}}
+    for name, change in PROBES.items():
+        options = {
+            "model": MODEL,
+            "weights": "none",
+            **SHARED,
+            **SCRATCH_RECIPE,
+            **change,
+            "epochs": args.scratch_epochs + 1,
+            "max_steps": args.probe_steps,
+            "workers": 1,
+            "seed": 0,
+        }
+        run = args.out / f"probe-{name.replace(' ', '-').replace(',', '')}"
+        dinokit_train(cifar / "train", run, options, args.threads)
+        rows = evaluate(run, cifar / "train", cifar / "test", branch=["teacher", "student"])
+        entropy = [
+            json.loads(line)["teacher_entropy"]
+            for line in (run / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line).get("kind") == "step"
+        ]
+        results["probes"]["rows"][name] = {
+            "teacher": rows[0]["knn"],
+            "student": rows[1]["knn"],
+            "teacher_entropy_last": entropy[-1] if entropy else None,
+            "teacher_entropy_min": min(entropy) if entropy else None,
+            "max_entropy": math.log(int(options["out_dim"])),
+        }
+        logger.info("probe %s: %s", name, results["probes"]["rows"][name])
+
+
+def stage_extras(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    nette = args.data / "imagenette-mini"
+    run = args.out / f"ft-dinokit-defaults-seed{args.seeds[0]}"
+    modes = ["center-crop", "resize", "letterbox"]
+    results["extras"] = {
+        "pretrained": evaluate(
+            args.out / "pretrain", nette / "train", nette / "val", preprocess=modes
+        ),
+        "fine-tuned": evaluate(
+            run,
+            nette / "train",
+            nette / "val",
+            preprocess=modes,
+            branch=["teacher", "student"],
+        ),
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _mean_sd(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return f"{100 * mean:.1f}"
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{100 * mean:.1f} ± {100 * sd:.1f}"
+
+
+def write_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    lines: list[str] = []
+    scratch = results.get("scratch")
+    if scratch:
+        lines += [
+            "## From scratch on cifar10-mini, equal wall-clock",
+            "",
+            "| loop | wall-clock | steps | kNN at init | kNN at the end |",
+            "|---|---|---|---|---|",
+        ]
+        dk, guide = scratch["dinokit"], scratch["guide"]
+        dk_steps = round(dk["curve"][-1]["epoch"] * (5000 // SHARED["batch_size"]))
+        lines.append(
+            f"| dinokit train | {dk['seconds'] / 60:.1f} min | {dk_steps} | "
+            f"{100 * dk['curve'][0]['knn']:.1f}% | **{100 * dk['curve'][-1]['knn']:.1f}%** |"
+        )
+        lines.append(
+            f"| guide's lightly loop | {guide['seconds'] / 60:.1f} min | {guide['steps']} | "
+            f"{100 * guide['curve'][0]['knn']:.1f}% | "
+            f"**{100 * guide['curve'][-1]['knn']:.1f}%** |"
+        )
+        lines.append("")
+    pretrain = results.get("pretrain")
+    if pretrain:
+        curve = " -> ".join(f"{100 * c['knn']:.1f}" for c in pretrain["curve"])
+        lines += [
+            f"## The pretrained model: {len(pretrain['curve']) - 1} epochs on cifar10-mini",
+            "",
+            f"Teacher kNN top-1 per epoch (%): {curve}; {pretrain['seconds'] / 60:.1f} min.",
+            "",
+        ]
+    finetune = results.get("finetune")
+    if finetune:
+        seeds = ", ".join(str(s) for s in args.seeds)
+        lines += [
+            f"## Fine-tuning on imagenette-mini (seeds {seeds}, {args.ft_epochs} epochs)",
+            "",
+            f"Pretrained model before fine-tuning: {100 * finetune['before']['knn']:.1f}%",
+            "",
+            "| arm | kNN top-1 (mean ± sd) | per seed | minutes per run |",
+            "|---|---|---|---|",
+        ]
+        for arm, runs in finetune["arms"].items():
+            values = [r["after"]["knn"] for r in runs]
+            per_seed = ", ".join(f"{100 * v:.1f}" for v in values)
+            minutes = sum(r["seconds"] for r in runs) / len(runs) / 60
+            lines.append(f"| {arm} | {_mean_sd(values)} | {per_seed} | {minutes:.1f} |")
+        lines.append("")
+    extras = results.get("extras")
+    if extras:
+        lines += [
+            "## Preprocessing and branch (imagenette-mini val, kNN top-1)",
+            "",
+            "| model | preprocess | branch | kNN | effective rank |",
+            "|---|---|---|---|---|",
+        ]
+        for model, rows in extras.items():
+            for r in rows:
+                lines.append(
+                    f"| {model} | {r['preprocess']} | {r['branch']} | {100 * r['knn']:.1f}% "
+                    f"| {r['effective_rank']:.1f} |"
+                )
+        lines.append("")
+    probes = results.get("probes")
+    if probes:
+        lines += [
+            f"## One change at a time: the first {probes['steps']} steps from scratch",
+            "",
+            "| setting | teacher kNN | student kNN | teacher entropy (min -> last, of max) |",
+            "|---|---|---|---|",
+        ]
+        for name, row in probes["rows"].items():
+            lines.append(
+                f"| {name} | {100 * row['teacher']:.1f}% | {100 * row['student']:.1f}% | "
+                f"{row['teacher_entropy_min']:.2f} -> {row['teacher_entropy_last']:.2f} "
+                f"of {row['max_entropy']:.2f} |"
+            )
+        lines.append("")
+    (args.out / "results.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    _plot(args, results)
+
+
+def _plot(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    scratch = results.get("scratch")
+    if scratch:
+        ax = axes[0]
+        for name, key in (("dinokit train", "dinokit"), ("guide's lightly loop", "guide")):
+            curve = scratch[key]["curve"]
+            ax.plot([c["epoch"] for c in curve], [100 * c["knn"] for c in curve], "o-", label=name)
+        ax.set_title("From scratch, cifar10-mini (equal wall-clock)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("teacher kNN top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    finetune = results.get("finetune")
+    if finetune:
+        ax = axes[1]
+        for i, (arm, runs) in enumerate(finetune["arms"].items()):
+            for j, run in enumerate(runs):
+                curve = run["curve"]
+                ax.plot(
+                    [c["epoch"] for c in curve],
+                    [100 * c["knn"] for c in curve],
+                    "o-",
+                    color=f"C{i}",
+                    alpha=0.8,
+                    label=arm if j == 0 else None,
+                )
+        ax.set_title("Fine-tuning on imagenette-mini (each seed)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("teacher kNN top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.out / "curves.png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/finetune-experiment"))
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--stages", default="scratch,pretrain,finetune,extras,report")
+    parser.add_argument("--scratch-epochs", type=int, default=3)
+    parser.add_argument(
+        "--budget-min",
+        type=float,
+        default=15.0,
+        help="the guide's loop runs this long, or as long as the dinokit run if longer",
+    )
+    parser.add_argument("--pretrain-epochs", type=int, default=8)
+    parser.add_argument("--ft-epochs", type=int, default=4)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--probe-steps", type=int, default=50)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_file = args.out / "results.json"
+    results: dict[str, Any] = json.loads(results_file.read_text()) if results_file.exists() else {}
+    stages = {
+        "scratch": stage_scratch,
+        "pretrain": stage_pretrain,
+        "finetune": stage_finetune,
+        "extras": stage_extras,
+        "probes": stage_probes,
+    }
+    for name in args.stages.split(","):
+        if name == "report":
+            write_report(args, results)
+            continue
+        stages[name](args, results)
+        results_file.write_text(json.dumps(results, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
