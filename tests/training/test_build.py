@@ -16,6 +16,7 @@ from torch import Tensor
 from dinokit.dino.head import DINOHead
 from dinokit.training import train
 from dinokit.training.build import Networks, build_networks
+from dinokit.training.config import auto_out_dim
 from tests.models.checkpoints import (
     DinoFullCheckpoint,
     legacy_head_state,
@@ -186,3 +187,31 @@ def test_batchnorm_head_normalises_the_teacher_with_batch_statistics() -> None:
     with torch.no_grad():
         out = nets.teacher.head.mlp[:2](x)  # Linear then BatchNorm1d
     torch.testing.assert_close(out.mean(0), torch.zeros(out.shape[1]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("n_images", "expected"),
+    [
+        # The paper: 65,536 prototypes for ImageNet-1k's 1,281,167 images (~19.5 each).
+        (1_281_167, 65536),
+        (5_000, 256),  # 250 -> nearest power of two 256
+        (100_000, 4096),  # 5,000 -> 4,096
+        (30_000, 2048),  # 1,500: log2 10.55 rounds to 11
+        (1_000, 256),  # 50 -> the floor
+        (10, 256),
+        (100_000_000, 65536),  # the ceiling
+        (None, 65536),  # unknown size: the paper's value
+    ],
+)
+def test_automatic_out_dim_keeps_about_twenty_images_per_prototype(
+    n_images: int | None, expected: int
+) -> None:
+    assert auto_out_dim(n_images) == expected
+
+
+def test_out_dim_auto_follows_the_dataset_and_an_explicit_value_wins() -> None:
+    assert networks(out_dim=None).config.out_dim == 65536  # size unknown
+    config = tiny_config("unused", "unused", out_dim=None)
+    assert build_networks(config, n_images=5_000).config.out_dim == 256
+    config = tiny_config("unused", "unused", out_dim=64)
+    assert build_networks(config, n_images=5_000).config.out_dim == 64

@@ -31,7 +31,7 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
         "train only the head first (auto: 1 epoch when fine-tuning with a new head)",
     ),
     ("--drop-path", "drop_path", float, "student stochastic depth (0.1)"),
-    ("--out-dim", "out_dim", int, "head prototypes (auto: 65536 or the loaded head's)"),
+    ("--out-dim", "out_dim", int, "prototypes (auto: ~20 images each, or the loaded head's)"),
     ("--freeze-last-layer", "freeze_last_layer", float, "epochs with the last layer frozen (1)"),
     ("--teacher-temp", "teacher_temp", float, "teacher temperature after warm-up (0.04)"),
     ("--warmup-teacher-temp", "warmup_teacher_temp", float, "initial teacher temp (0.04)"),

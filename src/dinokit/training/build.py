@@ -86,8 +86,12 @@ def _head_shape(head_state: dict[str, Tensor]) -> dict[str, int]:
     }
 
 
-def build_networks(config: TrainConfig) -> Networks:
+def build_networks(config: TrainConfig, *, n_images: int | None = None) -> Networks:
     """Student (with stochastic depth) and teacher (exact copy, no drop path).
+
+    Args:
+        config: The requested config (*auto* values are resolved here).
+        n_images: Training images, for the automatic ``out_dim`` (65536 when unknown).
 
     Returns:
         The networks and the config with every *auto* value resolved.
@@ -108,6 +112,7 @@ def build_networks(config: TrainConfig) -> Networks:
         native_size=backbone_config.preprocessing.size,
         patch_size=backbone_config.patch_size,
         head_out_dim=shape["out_dim"] if shape else None,
+        n_images=n_images,
     )
     assert resolved.out_dim is not None
     head = DINOHead(

@@ -48,7 +48,7 @@ class TrainConfig:
     head_warmup_epochs: float | None = None  # auto: 1 epoch when fine-tuning with a new head
     drop_path: float = 0.1  # stochastic depth of the student only
     # DINO head and loss.
-    out_dim: int | None = None  # prototypes; auto: 65536 (paper), or the loaded head's
+    out_dim: int | None = None  # prototypes; auto: ~20 images each (paper), or the loaded head's
     hidden_dim: int = 2048
     bottleneck_dim: int = 256
     norm_last_layer: bool = True
@@ -112,8 +112,35 @@ def is_fine_tuning(config: TrainConfig) -> bool:
     return not (isinstance(config.weights, str) and config.weights.lower() == "none")
 
 
+# The paper's 65,536 prototypes for ImageNet's 1,281,167 images: about 20 images each.
+IMAGES_PER_PROTOTYPE = 20
+MIN_AUTO_OUT_DIM = 256
+MAX_AUTO_OUT_DIM = 65536
+
+
+def auto_out_dim(n_images: int | None) -> int:
+    """Prototypes for a dataset of ``n_images``: about 20 images each, as in the paper.
+
+    The DINO paper trains 65,536 prototypes on ImageNet-1k (1.28 M images, ~20 per
+    prototype). With a few thousand images that many prototypes leave the centred teacher
+    targets nearly uniform and short runs drift to the uniform collapse (docs/finetuning.md).
+    The count is the power of two nearest to ``n_images / 20``, within [256, 65536];
+    unknown dataset size: 65536.
+    """
+    if n_images is None:
+        return MAX_AUTO_OUT_DIM
+    target = max(n_images, 1) / IMAGES_PER_PROTOTYPE
+    power = 2 ** round(math.log2(target)) if target >= 1 else 1
+    return int(min(MAX_AUTO_OUT_DIM, max(MIN_AUTO_OUT_DIM, power)))
+
+
 def resolve_auto(
-    config: TrainConfig, *, native_size: int, patch_size: int, head_out_dim: int | None
+    config: TrainConfig,
+    *,
+    native_size: int,
+    patch_size: int,
+    head_out_dim: int | None,
+    n_images: int | None = None,
 ) -> TrainConfig:
     """Fill every *auto* (``None``) value; returns a new config.
 
@@ -122,6 +149,7 @@ def resolve_auto(
         native_size: The backbone's native image size.
         patch_size: The backbone's patch size (crop sizes are rounded to it).
         head_out_dim: ``out_dim`` of a head loaded with the weights, if any.
+        n_images: Training images (sets the automatic ``out_dim``), if known.
     """
     fine_tune = is_fine_tuning(config)
     if head_out_dim is not None and config.out_dim not in (None, head_out_dim):
@@ -148,7 +176,7 @@ def resolve_auto(
         warmup_epochs=warmup,
         layer_decay=config.layer_decay or (0.75 if fine_tune else 1.0),
         head_warmup_epochs=head_warmup,
-        out_dim=head_out_dim or config.out_dim or 65536,
+        out_dim=head_out_dim or config.out_dim or auto_out_dim(n_images),
         global_size=global_size,
         local_size=local_size,
     )

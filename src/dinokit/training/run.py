@@ -134,7 +134,7 @@ def train(config: TrainConfig) -> Path:
         distributed.barrier()  # every process checks the folder before rank 0 writes in it
         images = list_images(config.data)
         seed_everything(config.seed)
-        nets = build_networks(config)
+        nets = build_networks(config, n_images=len(images.records))
         config = nets.config
         precision = resolve_precision(config.precision, device)
         logger.info(
