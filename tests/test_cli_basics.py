@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 import timm
@@ -96,8 +95,7 @@ runpy.run_module("dinokit", run_name="__main__", alter_sys=True)
 """
 
 
-def test_help_runs_fast_without_network() -> None:
-    start = time.monotonic()
+def test_help_runs_without_network() -> None:
     result = subprocess.run(
         [sys.executable, "-c", _HELP_WITHOUT_NETWORK],
         capture_output=True,
@@ -105,11 +103,9 @@ def test_help_runs_fast_without_network() -> None:
         timeout=60,
         check=False,
     )
-    elapsed = time.monotonic() - start
     assert result.returncode == 0, result.stderr
     assert "usage: dinokit" in result.stdout
     assert "models" in result.stdout and "env" in result.stdout
-    assert elapsed < 30
 
 
 def test_version_and_missing_command(capsys: pytest.CaptureFixture[str]) -> None:
