@@ -275,19 +275,25 @@ def guide_loop(
 # --------------------------------------------------------------------------- stages
 
 
-def stage_scratch(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    cifar = args.data / "cifar10-mini"
-    options = {
+def scratch_options(cifar: Path, epochs: int, *, monitor: bool = True) -> dict[str, Any]:
+    """``dinokit train`` options of the from-scratch recipe on cifar10-mini (seed 0)."""
+    options: dict[str, Any] = {
         "model": MODEL,
         "weights": "none",
         **SHARED,
         **SCRATCH_RECIPE,
-        "epochs": args.scratch_epochs,
+        "epochs": epochs,
         "workers": 1,
         "seed": 0,
-        "eval_train": cifar / "train",
-        "eval_val": cifar / "test",
     }
+    if monitor:
+        options.update(eval_train=cifar / "train", eval_val=cifar / "test")
+    return options
+
+
+def stage_scratch(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    cifar = args.data / "cifar10-mini"
+    options = scratch_options(cifar, args.scratch_epochs)
     run = args.out / "scratch-dinokit"
     seconds = dinokit_train(cifar / "train", run, options, args.threads)
     results["scratch"] = {"dinokit": {"seconds": seconds, "curve": knn_curve(run)}}
@@ -307,17 +313,7 @@ def stage_scratch(args: argparse.Namespace, results: dict[str, Any]) -> None:
 
 def stage_pretrain(args: argparse.Namespace, results: dict[str, Any]) -> None:
     cifar = args.data / "cifar10-mini"
-    options = {
-        "model": MODEL,
-        "weights": "none",
-        **SHARED,
-        **SCRATCH_RECIPE,
-        "epochs": args.pretrain_epochs,
-        "workers": 1,
-        "seed": 0,
-        "eval_train": cifar / "train",
-        "eval_val": cifar / "test",
-    }
+    options = scratch_options(cifar, args.pretrain_epochs)
     run = args.out / "pretrain"
     seconds = dinokit_train(cifar / "train", run, options, args.threads)
     results["pretrain"] = {"seconds": seconds, "curve": knn_curve(run)}
@@ -389,17 +385,8 @@ def stage_probes(args: argparse.Namespace, results: dict[str, Any]) -> None:
     cifar = args.data / "cifar10-mini"
     results["probes"] = {"steps": args.probe_steps, "rows": {}}
     for name, change in PROBES.items():
-        options = {
-            "model": MODEL,
-            "weights": "none",
-            **SHARED,
-            **SCRATCH_RECIPE,
-            **change,
-            "epochs": args.scratch_epochs + 1,
-            "max_steps": args.probe_steps,
-            "workers": 1,
-            "seed": 0,
-        }
+        options = scratch_options(cifar, args.scratch_epochs + 1, monitor=False)
+        options.update(change, max_steps=args.probe_steps)
         run = args.out / f"probe-{name.replace(' ', '-').replace(',', '')}"
         dinokit_train(cifar / "train", run, options, args.threads)
         rows = evaluate(run, cifar / "train", cifar / "test", branch=["teacher", "student"])
