@@ -35,7 +35,6 @@ take about 100 minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import math
@@ -157,8 +156,6 @@ def guide_loop(
     if result_file.exists():
         return dict(json.loads(result_file.read_text()))
     from lightly.loss import DINOLoss
-    from lightly.models.modules import DINOProjectionHead
-    from lightly.models.utils import deactivate_requires_grad, update_momentum
     from lightly.transforms import DINOTransform
     from lightly.utils.scheduler import cosine_schedule
     from timm.models.vision_transformer import VisionTransformer
@@ -166,6 +163,7 @@ def guide_loop(
     from torch.utils.data import DataLoader
     from torchvision.datasets import ImageFolder
 
+    from _guide import GuideDINO, guide_step
     from dinokit.models import Backbone, get_config
     from dinokit.training.monitor import KnnMonitor
 
@@ -186,26 +184,7 @@ def guide_loop(
             drop_path_rate=0.1,
         )
 
-    class DINO(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            dim = config.embed_dim
-            self.student_backbone = vit()
-            self.student_head = DINOProjectionHead(
-                dim, 2048, 256, GUIDE_OUT_DIM, freeze_last_layer=1
-            )
-            self.teacher_backbone = copy.deepcopy(self.student_backbone)
-            self.teacher_head = DINOProjectionHead(dim, 2048, 256, GUIDE_OUT_DIM)
-            deactivate_requires_grad(self.teacher_backbone)
-            deactivate_requires_grad(self.teacher_head)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.student_head(self.student_backbone(x).flatten(start_dim=1))
-
-        def forward_teacher(self, x: torch.Tensor) -> torch.Tensor:
-            return self.teacher_head(self.teacher_backbone(x).flatten(start_dim=1))
-
-    model = DINO()
+    model = GuideDINO(vit(), config.embed_dim, GUIDE_OUT_DIM)
     transform = DINOTransform(
         global_crop_size=SHARED["global_size"],
         local_crop_size=SHARED["local_size"],
@@ -240,15 +219,7 @@ def guide_loop(
     while not done:
         momentum = cosine_schedule(epoch, epochs_for_schedule, 0.996, 1)
         for views, _ in loader:
-            update_momentum(model.student_backbone, model.teacher_backbone, m=momentum)
-            update_momentum(model.student_head, model.teacher_head, m=momentum)
-            teacher_out = [model.forward_teacher(v) for v in views[:2]]
-            student_out = [model.forward(v) for v in views]
-            loss = criterion(teacher_out, student_out, epoch=epoch)
-            loss.backward()
-            model.student_head.cancel_last_layer_gradients(current_epoch=epoch)
-            optimizer.step()
-            optimizer.zero_grad()
+            loss = guide_step(model, criterion, optimizer, views, momentum=momentum, epoch=epoch)
             step += 1
             if step % 10 == 0:
                 logger.info(

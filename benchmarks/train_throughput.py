@@ -13,13 +13,11 @@ Needs the ``bench`` extra (``pip install -e '.[bench]'``) for lightly.
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from collections.abc import Callable
 
 import timm
 import torch
-from torch import nn
 
 from dinokit.training import TrainConfig
 from dinokit.training.build import build_networks
@@ -37,48 +35,22 @@ def make_views(batch: int, n_local: int) -> list[torch.Tensor]:
 def lightly_step_fn(batch: int, out_dim: int) -> Callable[[list[torch.Tensor]], None]:
     """The guide's loop: lightly's DINOProjectionHead / DINOLoss, one forward per view."""
     from lightly.loss import DINOLoss
-    from lightly.models.modules import DINOProjectionHead
-    from lightly.models.utils import deactivate_requires_grad, update_momentum
 
-    def vit() -> nn.Module:
-        return timm.create_model(
-            "vit_small_patch16_224",
-            pretrained=False,
-            num_classes=0,
-            dynamic_img_size=True,
-            drop_path_rate=0.1,
-        )
+    from _guide import GuideDINO, guide_step
 
-    class DINO(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.student_backbone = vit()
-            self.student_head = DINOProjectionHead(384, 2048, 256, out_dim, freeze_last_layer=1)
-            self.teacher_backbone = copy.deepcopy(self.student_backbone)
-            self.teacher_head = DINOProjectionHead(384, 2048, 256, out_dim)
-            deactivate_requires_grad(self.teacher_backbone)
-            deactivate_requires_grad(self.teacher_head)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.student_head(self.student_backbone(x).flatten(start_dim=1))
-
-        def forward_teacher(self, x: torch.Tensor) -> torch.Tensor:
-            return self.teacher_head(self.teacher_backbone(x).flatten(start_dim=1))
-
-    model = DINO()
+    backbone = timm.create_model(
+        "vit_small_patch16_224",
+        pretrained=False,
+        num_classes=0,
+        dynamic_img_size=True,
+        drop_path_rate=0.1,
+    )
+    model = GuideDINO(backbone, 384, out_dim)
     criterion = DINOLoss(output_dim=out_dim, warmup_teacher_temp_epochs=5)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4 * batch / 256)
 
     def step(views: list[torch.Tensor]) -> None:
-        update_momentum(model.student_backbone, model.teacher_backbone, m=0.996)
-        update_momentum(model.student_head, model.teacher_head, m=0.996)
-        teacher_out = [model.forward_teacher(v) for v in views[:2]]
-        student_out = [model.forward(v) for v in views]
-        loss = criterion(teacher_out, student_out, epoch=0)
-        loss.backward()
-        model.student_head.cancel_last_layer_gradients(current_epoch=0)
-        optimizer.step()
-        optimizer.zero_grad()
+        guide_step(model, criterion, optimizer, views, momentum=0.996, epoch=0)
 
     return step
 
