@@ -68,16 +68,23 @@ def test_equal_errors_take_the_highest_interval() -> None:
     assert (threshold, separable) == (pytest.approx(0.965), False)
 
 
-def test_blockwise_top_k_equals_a_full_sort(monkeypatch: pytest.MonkeyPatch) -> None:
-    x = unit(np.random.default_rng(0).normal(size=(100, 8)))
-    queries = x[[3, 10, 99]]
-    monkeypatch.setattr(nearest, "SEARCH_BLOCK", 3 * 7)  # blocks of 7 rows
-    scores, ids = nearest.top_k(x, queries, 5)
-    full = queries @ x.T
-    expected = np.argsort(-full, axis=1, kind="stable")[:, :5]
-    np.testing.assert_array_equal(ids, expected)
-    np.testing.assert_allclose(scores, np.take_along_axis(full, expected, 1), rtol=1e-6)
-    assert ids[0, 0] == 3
+def test_most_similar_other_looks_past_byte_identical_files(tmp_path: Path) -> None:
+    # Rows 0-11 are one file's bytes with nearly equal vectors: row 0's first 8 neighbours
+    # are all excluded, so the search must widen to find its most similar distinct image.
+    rng = np.random.default_rng(0)
+    x = unit(rng.normal(size=(60, 8)))
+    x[:12] = unit(x[0] + 0.01 * rng.normal(size=(12, 8)))
+    files = [tmp_path / f"{i}.bin" for i in range(60)]
+    for i, path in enumerate(files):
+        path.write_bytes(b"same" if i < 12 else f"image {i}".encode())
+    rows = np.array([0, 5, 30])
+    scores, found = nearest.most_similar_others(x, rows, lambda row: files[row])
+    sims = x[rows] @ x.T
+    sims[:, :12] = np.where(np.isin(rows, range(12))[:, None], -np.inf, sims[:, :12])
+    sims[np.arange(3), rows] = -np.inf
+    np.testing.assert_array_equal(found, sims.argmax(axis=1))
+    np.testing.assert_allclose(scores, sims.max(axis=1), rtol=1e-5)
+    assert nearest.FIRST_NEIGHBOURS < 12 and found[0] >= 12
 
 
 def test_scores_equal_a_direct_computation(collection: Path, tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
-"""The most similar other image of given images, by exact search over blocks of rows.
+"""The most similar other image of given images, by exact search.
 
-For the calibration's distinct-image scores: each query's neighbours are fetched best first,
-skipping the image itself and files with the same bytes (duplicates already in the
-collection by construction), with memory O(queries x block) instead of an N x N matrix.
+For the calibration's distinct-image scores: each query's neighbours are fetched best first
+from the exact FAISS index of :mod:`dinokit.search`, skipping the image itself and files with
+the same bytes (duplicates already in the collection by construction); never an N x N matrix.
 """
 
 from __future__ import annotations
@@ -13,11 +13,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from ..search._vectors import chunks
+from ..search.index import build_index
 from .groups import file_sha256
-
-SEARCH_BLOCK = 8_000_000
-"""Query x row scores computed at once (32 MB of float32)."""
 
 FIRST_NEIGHBOURS = 8
 """Neighbours fetched first per query (more only when they are all excluded)."""
@@ -43,10 +40,11 @@ def most_similar_others(
     scores = np.full(len(rows), np.nan, dtype=np.float32)
     found = np.full(len(rows), -1, dtype=np.int64)
     same = _SameBytes(path_of)
+    index = build_index(x, "exact")
     todo = np.arange(len(rows))
     k = min(n, FIRST_NEIGHBOURS)
     while len(todo):
-        top_scores, top_ids = top_k(x, x[rows[todo]], k)
+        top_scores, top_ids = index.search(x[rows[todo]], k)
         left: list[int] = []
         for q, candidate_scores, candidate_ids in zip(todo, top_scores, top_ids, strict=True):
             row = int(rows[q])
@@ -60,37 +58,6 @@ def most_similar_others(
             break
         todo, k = np.asarray(left, dtype=np.int64), min(n, 4 * k)
     return scores, found
-
-
-def top_k(
-    x: NDArray[np.float32], queries: NDArray[np.float32], k: int
-) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Exact top-``k`` inner products, computed over blocks of rows.
-
-    Args:
-        x: (N, D) indexed vectors.
-        queries: (Q, D) queries.
-        k: Results per query (at most N).
-
-    Returns:
-        (Q, k) scores, best first (ties by row), and (Q, k) rows.
-    """
-    q = len(queries)
-    best_scores = np.zeros((q, 0), dtype=np.float32)
-    best_ids = np.zeros((q, 0), dtype=np.int64)
-    for block in chunks(len(x), max(1, SEARCH_BLOCK // max(1, q))):
-        block_scores = queries @ x[block].T
-        ids = np.broadcast_to(
-            np.arange(block.start, block.stop, dtype=np.int64), block_scores.shape
-        )
-        best_scores = np.concatenate([best_scores, block_scores], axis=1)
-        best_ids = np.concatenate([best_ids, ids], axis=1)
-        if best_scores.shape[1] > k:
-            keep = np.argpartition(-best_scores, k - 1, axis=1)[:, :k]
-            best_scores = np.take_along_axis(best_scores, keep, axis=1)
-            best_ids = np.take_along_axis(best_ids, keep, axis=1)
-    order = np.lexsort((best_ids, -best_scores), axis=-1)
-    return np.take_along_axis(best_scores, order, 1), np.take_along_axis(best_ids, order, 1)
 
 
 class _SameBytes:
