@@ -129,8 +129,7 @@ def auto_out_dim(n_images: int | None) -> int:
     """
     if n_images is None:
         return MAX_AUTO_OUT_DIM
-    target = max(n_images, 1) / IMAGES_PER_PROTOTYPE
-    power = 2 ** round(math.log2(target)) if target >= 1 else 1
+    power = 2 ** round(math.log2(max(n_images, 1) / IMAGES_PER_PROTOTYPE))
     return int(min(MAX_AUTO_OUT_DIM, max(MIN_AUTO_OUT_DIM, power)))
 
 
