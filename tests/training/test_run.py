@@ -294,3 +294,22 @@ def test_sinkhorn_centering_trains(image_folder: Path, tmp_path: Path) -> None:
     records = step_records(run)
     assert records and all(math.isfinite(r["loss"]) for r in records)
     assert yaml.safe_load((run / "config.yaml").read_text())["centering"] == "sinkhorn"
+
+
+def test_koleo_is_logged_and_changes_training(image_folder: Path, tmp_path: Path) -> None:
+    plain = train(tiny_config(image_folder, tmp_path / "plain", epochs=1))
+    spread = train(tiny_config(image_folder, tmp_path / "koleo", epochs=1, koleo=0.1))
+    records = step_records(spread)
+    assert records and all(math.isfinite(r["koleo"]) for r in records)
+    assert all("koleo" not in r for r in step_records(plain))
+    # Same seed and data: the first step's DINO loss is equal, the weights then differ.
+    assert records[0]["loss"] == pytest.approx(step_records(plain)[0]["loss"], rel=1e-6)
+    a = last_checkpoint(plain)["student"]["backbone"]
+    b = last_checkpoint(spread)["student"]["backbone"]
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert yaml.safe_load((spread / "config.yaml").read_text())["koleo"] == 0.1
+
+
+def test_negative_koleo_is_refused(image_folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="koleo must be >= 0"):
+        tiny_config(image_folder, tmp_path / "run", koleo=-0.1).validate()

@@ -13,6 +13,7 @@ from dinokit.dino.head import (
     convert_legacy_head_state_dict,
     to_legacy_head_state_dict,
 )
+from dinokit.dino.koleo import koleo_loss, koleo_per_crop
 from dinokit.dino.loss import DINOLoss, teacher_temperature
 from dinokit.dino.multicrop import MultiCropTransform
 from dinokit.dino.schedules import (
@@ -32,6 +33,8 @@ __all__ = [
     "convert_legacy_head_state_dict",
     "cosine_schedule",
     "disable_drop_path",
+    "koleo_loss",
+    "koleo_per_crop",
     "lr_schedule",
     "make_teacher",
     "scaled_lr",

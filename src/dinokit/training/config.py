@@ -60,6 +60,7 @@ class TrainConfig:
     warmup_teacher_temp_epochs: int = 0
     center_momentum: float = 0.9
     centering: str = "center"  # center (DINO's EMA centre) | sinkhorn (DINOv2's Sinkhorn-Knopp)
+    koleo: float = 0.0  # KoLeo weight on the student's global CLS tokens (DINOv2: 0.1)
     momentum: float = 0.996  # teacher EMA, cosine to 1 per step
     # Multi-crop.
     local_crops: int = 8
@@ -99,6 +100,8 @@ class TrainConfig:
             raise ValueError(f"precision must be auto, bf16, fp16 or fp32, not {self.precision}")
         if self.centering not in ("center", "sinkhorn"):
             raise ValueError(f"centering must be center or sinkhorn, not {self.centering}")
+        if not self.koleo >= 0:
+            raise ValueError(f"koleo must be >= 0 (0 disables it), not {self.koleo}")
         if self.local_crops < 0:
             raise ValueError("local_crops must be >= 0")
         if (self.eval_train is None) != (self.eval_val is None):

@@ -1,7 +1,8 @@
 """One DINO training step and one epoch (facebookresearch/dino ``train_one_epoch``).
 
 Per step: set the scheduled lr / weight decay, teacher on the 2 global views, student on
-all views, the loss (float32), backward, per-parameter clipping, the last layer's gradient
+all views, the loss (float32; plus the optional KoLeo term on the student's global CLS
+tokens, DINOv2), backward, per-parameter clipping, the last layer's gradient
 cancelled during its freeze, the optimizer step, then the teacher EMA.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 
 from ..data import Batch, Failed
-from ..dino import cancel_last_layer_gradients, update_teacher
+from ..dino import cancel_last_layer_gradients, koleo_per_crop, update_teacher
 from .optim import apply_schedules, clip_gradients
 from .state import TrainState
 
@@ -53,8 +54,8 @@ def train_step(
         autocast: The run's mixed-precision context (reusable).
 
     Returns:
-        Scalars for logging: loss, lr, weight decay, momentum, teacher temperature,
-        entropy and KL.
+        Scalars for logging: loss (DINO's), lr, weight decay, momentum, teacher
+        temperature, entropy and KL; ``koleo`` (unweighted) when the run uses it.
 
     Raises:
         NonFiniteLossError: the loss is NaN or infinite (nothing was updated).
@@ -67,9 +68,20 @@ def train_step(
     with autocast:
         with torch.no_grad():
             teacher_out = state.teacher(views[:N_GLOBAL_VIEWS])
-        student_out = state.student_ddp(views)
+        koleo_weight = state.config.koleo
+        if koleo_weight > 0:
+            student_out, tokens = state.student_ddp(views, with_features=True)
+            batch = views[0].shape[0]
+            koleo = koleo_per_crop(tokens[: N_GLOBAL_VIEWS * batch], N_GLOBAL_VIEWS)
+        else:
+            student_out = state.student_ddp(views)
     loss = state.loss(student_out, teacher_out, state.epoch)
-    loss_value = float(loss.item())
+    dino_value = float(loss.item())
+    extra: dict[str, float] = {}
+    if koleo_weight > 0:
+        extra["koleo"] = float(koleo.item())
+        loss = loss + koleo_weight * koleo
+    loss_value = dino_value + koleo_weight * extra.get("koleo", 0.0)
     if not math.isfinite(loss_value):
         raise NonFiniteLossError(
             f"loss is {loss_value} at epoch {state.epoch + 1}, step {state.step_in_epoch + 1}: "
@@ -91,13 +103,14 @@ def train_step(
     state.global_step += 1
     stats = state.loss.last_stats
     return {
-        "loss": loss_value,
+        "loss": dino_value,
         "lr": lr,
         "weight_decay": wd,
         "momentum": momentum,
         "teacher_temp": stats["teacher_temp"],
         "teacher_entropy": stats["teacher_entropy"],
         "kl": stats["kl"],
+        **extra,
     }
 
 

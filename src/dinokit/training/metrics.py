@@ -60,7 +60,7 @@ def plot_curves(metrics_path: Path, out: Path) -> Path | None:
     if not steps and not knn:
         return None
     panels: list[tuple[str, list[tuple[str, str]]]] = [
-        ("loss", [("loss", "DINO loss"), ("kl", "KL(teacher||student)")]),
+        ("loss", [("loss", "DINO loss"), ("kl", "KL(teacher||student)"), ("koleo", "KoLeo")]),
         ("learning rate", [("lr", "lr")]),
         ("teacher", [("teacher_entropy", "entropy (nats)")]),
         ("kNN top-1", []),
@@ -69,7 +69,8 @@ def plot_curves(metrics_path: Path, out: Path) -> Path | None:
     for ax, (title, series) in zip(axes, panels, strict=True):
         for key, label in series:
             xs = [r["step"] for r in steps if key in r]
-            ax.plot(xs, [r[key] for r in steps if key in r], label=label, lw=1.2)
+            if xs:  # KoLeo only in runs that use it
+                ax.plot(xs, [r[key] for r in steps if key in r], label=label, lw=1.2)
         ax.set_title(title)
         ax.set_xlabel("step")
     twin = axes[2].twinx()

@@ -9,6 +9,7 @@ where bf16 rounding of the logits would be amplified 25 times.
 from __future__ import annotations
 
 from itertools import groupby
+from typing import Literal, overload
 
 import torch
 from torch import Tensor, nn
@@ -30,14 +31,26 @@ class MultiCropNetwork(nn.Module):
         self.backbone = backbone
         self.head = head
 
-    def forward(self, views: list[Tensor]) -> Tensor:
+    @overload
+    def forward(self, views: list[Tensor], *, with_features: Literal[False] = ...) -> Tensor: ...
+
+    @overload
+    def forward(
+        self, views: list[Tensor], *, with_features: Literal[True]
+    ) -> tuple[Tensor, Tensor]: ...
+
+    def forward(
+        self, views: list[Tensor], *, with_features: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """Project every view.
 
         Args:
             views: ``V`` tensors ``(B, 3, h_v, w_v)``, e.g. 2 global then N local crops.
+            with_features: Also return the backbone outputs (for a loss on them, e.g. KoLeo).
 
         Returns:
-            ``(V * B, K)`` float32 head outputs, view after view.
+            ``(V * B, K)`` float32 head outputs, view after view; with ``with_features``
+            also the ``(V * B, D)`` backbone outputs they came from, in the same order.
         """
         features = []
         for _, group in groupby(views, key=lambda v: tuple(v.shape[-2:])):
@@ -45,4 +58,4 @@ class MultiCropNetwork(nn.Module):
         tokens = torch.cat(features)
         with torch.autocast(tokens.device.type, enabled=False):
             out: Tensor = self.head(tokens.float())
-        return out
+        return (out, tokens) if with_features else out
