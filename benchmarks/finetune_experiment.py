@@ -8,6 +8,9 @@ run continues where it stopped):
     ``dinokit train`` with the small-image recipe below, then the loop the usual guide builds
     with lightly (same ViT, crops and batch) for the same wall-clock time. Teacher kNN top-1
     on ``cifar10-mini/test`` after each epoch.
+``seeds``
+    The scratch recipe with and without its KoLeo term, for each of ``--seeds`` (same
+    budget; the seed-0 recipe run is the ``scratch`` one).
 ``pretrain``
     The "pretrained" model: the same recipe for a longer, fixed budget
     (``--pretrain-epochs``) on ``cifar10-mini/train``.
@@ -60,6 +63,7 @@ SCRATCH_RECIPE: dict[str, Any] = {
     "use_bn_in_head": True,
     "drop_path": 0.0,
     "freeze_last_layer": 0.0,
+    "koleo": 0.1,  # DINOv2's weight: keeps the batch's features apart while targets form
 }
 # Fine-tuning runs: 1,000 images at batch 64 = 15 steps per epoch.
 FT_SHARED = {"global_size": 32, "local_size": 16, "local_crops": 4, "batch_size": 64}
@@ -282,6 +286,30 @@ def stage_scratch(args: argparse.Namespace, results: dict[str, Any]) -> None:
     results["scratch"]["guide"] = guide
 
 
+# The from-scratch recipe against itself without its KoLeo term, over seeds (the seed-0
+# recipe run is the one timed against the guide's loop).
+RECIPE_VARIANTS: dict[str, dict[str, Any]] = {
+    "recipe": {},
+    "recipe without KoLeo": {"koleo": 0.0},
+}
+
+
+def stage_seeds(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    cifar = args.data / "cifar10-mini"
+    curves: dict[str, dict[str, Any]] = {}
+    for name, change in RECIPE_VARIANTS.items():
+        for seed in args.seeds:
+            options = scratch_options(cifar, args.scratch_epochs)
+            options.update(change, seed=seed)
+            if name == "recipe" and seed == 0:
+                run = args.out / "scratch-dinokit"
+            else:
+                run = args.out / f"seeds-{name.replace(' ', '-')}-seed{seed}"
+            dinokit_train(cifar / "train", run, options, args.threads)
+            curves.setdefault(name, {})[str(seed)] = knn_curve(run)
+    results["seeds"] = curves
+
+
 def stage_pretrain(args: argparse.Namespace, results: dict[str, Any]) -> None:
     cifar = args.data / "cifar10-mini"
     options = scratch_options(cifar, args.pretrain_epochs)
@@ -349,6 +377,8 @@ PROBES: dict[str, dict[str, Any]] = {
     "EMA momentum 0.9": {"momentum": 0.9},
     "no BatchNorm in head": {"use_bn_in_head": False},
     "no lr warm-up": {"warmup_epochs": 0},
+    "no KoLeo": {"koleo": 0.0},
+    "KoLeo 0.3": {"koleo": 0.3},
 }
 
 
@@ -426,6 +456,21 @@ def write_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
             f"{100 * guide['curve'][0]['knn']:.1f}% | "
             f"**{100 * guide['curve'][-1]['knn']:.1f}%** |"
         )
+        lines.append("")
+    seeds = results.get("seeds")
+    if seeds:
+        lines += [
+            "## From scratch on cifar10-mini: the recipe over seeds",
+            "",
+            "| recipe | seeds | kNN per epoch, mean ± sd (%) | final per seed |",
+            "|---|---|---|---|",
+        ]
+        for name, by_seed in seeds.items():
+            runs = list(by_seed.values())
+            epochs = min(len(c) for c in runs)
+            means = " -> ".join(_mean_sd([c[e]["knn"] for c in runs]) for e in range(epochs))
+            final = ", ".join(f"{100 * c[-1]['knn']:.1f}" for c in runs)
+            lines.append(f"| {name} | {', '.join(by_seed)} | {means} | {final} |")
         lines.append("")
     pretrain = results.get("pretrain")
     if pretrain:
@@ -533,7 +578,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/finetune-experiment"))
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--stages", default="scratch,pretrain,finetune,extras,report")
+    parser.add_argument("--stages", default="scratch,seeds,pretrain,finetune,extras,report")
     parser.add_argument("--scratch-epochs", type=int, default=3)
     parser.add_argument(
         "--budget-min",
@@ -553,6 +598,7 @@ def main() -> None:
     results: dict[str, Any] = json.loads(results_file.read_text()) if results_file.exists() else {}
     stages = {
         "scratch": stage_scratch,
+        "seeds": stage_seeds,
         "pretrain": stage_pretrain,
         "finetune": stage_finetune,
         "extras": stage_extras,

@@ -87,7 +87,7 @@ def test_full_checkpoint_brings_its_head_and_centre(full_checkpoint: DinoFullChe
     nets = networks(weights=str(full_checkpoint.path), out_dim=None, hidden_dim=2048)
     config = nets.config
     assert config.out_dim == K and config.head_warmup_epochs == 0
-    assert (config.lr, config.layer_decay) == (1e-4, 0.75)  # fine-tuning defaults
+    assert (config.lr, config.layer_decay, config.koleo) == (1e-4, 0.75, 0.0)  # fine-tuning
     assert nets.base_weights == str(full_checkpoint.path)
     assert nets.center is not None and torch.equal(nets.center, full_checkpoint.center)
     # The teacher branch of the file (DINO's recommended one) starts both networks.
@@ -215,3 +215,14 @@ def test_out_dim_auto_follows_the_dataset_and_an_explicit_value_wins() -> None:
     assert build_networks(config, n_images=5_000).config.out_dim == 256
     config = tiny_config("unused", "unused", out_dim=64)
     assert build_networks(config, n_images=5_000).config.out_dim == 64
+
+
+def test_koleo_auto_is_dinov2s_weight_from_scratch_only(
+    full_checkpoint: DinoFullCheckpoint,
+) -> None:
+    assert networks().config.koleo == 0.1  # from scratch (DINOv2 koleo_loss_weight)
+    assert networks(batch_size=1).config.koleo == 0.0  # no other image to spread from
+    assert networks(weights=str(full_checkpoint.path), out_dim=None).config.koleo == 0.0
+    assert networks(koleo=0.3).config.koleo == 0.3
+    with pytest.raises(ValueError, match="batch of at least 2"):
+        tiny_config("unused", "unused", batch_size=1, koleo=0.1).validate()

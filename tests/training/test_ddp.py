@@ -8,6 +8,8 @@ networks and the centre match the single-process run up to float summation order
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import socket
 from pathlib import Path
@@ -54,7 +56,8 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, name
 def test_two_processes_step_like_one_process_with_the_whole_batch(
     image_folder: Path, tmp_path: Path
 ) -> None:
-    options = {"drop_path": 0.0, "max_steps": 1, "seed": 11}
+    # KoLeo spreads each process's own batch, so it is off for this equivalence.
+    options = {"drop_path": 0.0, "max_steps": 1, "seed": 11, "koleo": 0.0}
     single = train(
         tiny_config(image_folder, tmp_path / "single", batch_size=WORLD * BATCH_PER_RANK, **options)
     )
@@ -82,3 +85,17 @@ def test_two_processes_step_like_one_process_with_the_whole_batch(
         torch.testing.assert_close(
             actual["optimizer"]["state"][index]["exp_avg"], state["exp_avg"], atol=5e-7, rtol=1e-4
         )
+
+
+@pytest.mark.slow
+def test_koleo_under_ddp_is_computed_per_rank(image_folder: Path, tmp_path: Path) -> None:
+    options = {"drop_path": 0.0, "max_steps": 2, "seed": 3, "koleo": 0.1}
+    outs = [tmp_path / "ddp", tmp_path / "rank1"]
+    configs = [tiny_config(image_folder, out, batch_size=BATCH_PER_RANK, **options) for out in outs]
+    mp.spawn(ddp_worker, args=(free_port(), configs), nprocs=WORLD, join=True)
+    lines = (outs[0] / "metrics.jsonl").read_text().splitlines()
+    steps = [r for r in map(json.loads, lines) if r.get("kind") == "step"]
+    assert [r["step"] for r in steps] == [1, 2]
+    # Two images per rank and crop: each one's nearest other image is the other one, so
+    # the per-crop KoLeo is -log of one distance in (0, 2]; summed over 2 crops >= -2 ln 2.
+    assert all(-2 * math.log(2) - 1e-6 <= r["koleo"] < 40 for r in steps)

@@ -43,7 +43,7 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
         bool,
         "BatchNorm after the head's hidden layers (reference flag; off by default)",
     ),
-    ("--koleo", "koleo", float, "KoLeo weight on student CLS tokens (DINOv2: 0.1; 0 = off)"),
+    ("--koleo", "koleo", float, "KoLeo weight (auto: 0.1 from scratch, 0 fine-tuning)"),
     ("--momentum", "momentum", float, "teacher EMA momentum, cosine to 1 (0.996)"),
     ("--local-crops", "local_crops", int, "local crops per image (8)"),
     ("--global-size", "global_size", int, "global crop size (auto: native size)"),

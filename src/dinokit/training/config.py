@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..config_io import from_dict
+from ..dino.koleo import DINOV2_KOLEO_WEIGHT
 
 
 @dataclass
@@ -60,7 +61,7 @@ class TrainConfig:
     warmup_teacher_temp_epochs: int = 0
     center_momentum: float = 0.9
     centering: str = "center"  # center (DINO's EMA centre) | sinkhorn (DINOv2's Sinkhorn-Knopp)
-    koleo: float = 0.0  # KoLeo weight on the student's global CLS tokens (DINOv2: 0.1)
+    koleo: float | None = None  # KoLeo weight on student CLS tokens; auto: 0.1 scratch, 0 tuning
     momentum: float = 0.996  # teacher EMA, cosine to 1 per step
     # Multi-crop.
     local_crops: int = 8
@@ -100,8 +101,10 @@ class TrainConfig:
             raise ValueError(f"precision must be auto, bf16, fp16 or fp32, not {self.precision}")
         if self.centering not in ("center", "sinkhorn"):
             raise ValueError(f"centering must be center or sinkhorn, not {self.centering}")
-        if not self.koleo >= 0:
+        if self.koleo is not None and not self.koleo >= 0:
             raise ValueError(f"koleo must be >= 0 (0 disables it), not {self.koleo}")
+        if self.koleo and self.batch_size < 2:
+            raise ValueError("koleo needs a batch of at least 2 images per process; use --koleo 0")
         if self.local_crops < 0:
             raise ValueError("local_crops must be >= 0")
         if (self.eval_train is None) != (self.eval_val is None):
@@ -169,6 +172,11 @@ def resolve_auto(
     warmup = config.warmup_epochs
     if warmup is None:
         warmup = min(10.0, max(0.1 * config.epochs, 0.0))
+    koleo = config.koleo
+    if koleo is None:
+        # DINOv2's weight from scratch: it keeps a short run's features apart while the
+        # targets form (docs/finetuning.md); off when fine-tuning weights trained without it.
+        koleo = DINOV2_KOLEO_WEIGHT if not fine_tune and config.batch_size >= 2 else 0.0
     head_warmup = config.head_warmup_epochs
     if head_warmup is None:
         head_warmup = 1.0 if fine_tune and head_out_dim is None and config.epochs > 1 else 0.0
@@ -178,6 +186,7 @@ def resolve_auto(
         warmup_epochs=warmup,
         layer_decay=config.layer_decay or (0.75 if fine_tune else 1.0),
         head_warmup_epochs=head_warmup,
+        koleo=koleo,
         out_dim=head_out_dim or config.out_dim or auto_out_dim(n_images),
         global_size=global_size,
         local_size=local_size,

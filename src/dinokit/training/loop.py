@@ -68,7 +68,7 @@ def train_step(
     with autocast:
         with torch.no_grad():
             teacher_out = state.teacher(views[:N_GLOBAL_VIEWS])
-        koleo_weight = state.config.koleo
+        koleo_weight = state.config.koleo or 0.0
         if koleo_weight > 0:
             student_out, tokens = state.student_ddp(views, with_features=True)
             batch = views[0].shape[0]
