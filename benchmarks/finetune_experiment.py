@@ -32,7 +32,7 @@ run continues where it stopped):
     python benchmarks/finetune_experiment.py --out runs/finetune-experiment
 
 Everything runs on the CPU at 32 px (a 192-d, 6-block ViT with 4 px patches); the defaults
-take about 100 minutes on 2 cores.
+take about 3 hours on 2 cores.
 """
 
 from __future__ import annotations
