@@ -68,17 +68,14 @@ def train_step(
     with autocast:
         with torch.no_grad():
             teacher_out = state.teacher(views[:N_GLOBAL_VIEWS])
-        koleo_weight = state.config.koleo or 0.0
-        if koleo_weight > 0:
-            student_out, tokens = state.student_ddp(views, with_features=True)
-            batch = views[0].shape[0]
-            koleo = koleo_per_crop(tokens[: N_GLOBAL_VIEWS * batch], N_GLOBAL_VIEWS)
-        else:
-            student_out = state.student_ddp(views)
+        student_out, tokens = state.student_ddp(views, with_features=True)
     loss = state.loss(student_out, teacher_out, state.epoch)
     dino_value = float(loss.item())
     extra: dict[str, float] = {}
+    koleo_weight = state.config.koleo or 0.0
     if koleo_weight > 0:
+        global_tokens = tokens[: N_GLOBAL_VIEWS * views[0].shape[0]]
+        koleo = koleo_per_crop(global_tokens, N_GLOBAL_VIEWS)  # float32, outside autocast
         extra["koleo"] = float(koleo.item())
         loss = loss + koleo_weight * koleo
     loss_value = dino_value + koleo_weight * extra.get("koleo", 0.0)
