@@ -85,21 +85,32 @@ def _option(key: str, value: Any) -> list[str]:
 
 
 def dinokit_train(data: Path, out: Path, options: dict[str, Any], threads: int) -> float:
-    """Run ``dinokit train`` in a fresh process; returns its wall-clock seconds."""
+    """Run ``dinokit train`` in a fresh process; returns its wall-clock seconds.
+
+    A finished run is reused. An interrupted one that saved a checkpoint is resumed; the time
+    it had spent counts from its ``config.yaml`` (written at the start) to its last checkpoint
+    (work after that checkpoint is redone), so the total stays comparable.
+    """
     if (out / "teacher.safetensors").exists():
         return float(json.loads((out / "wall.json").read_text())["seconds"])
-    if out.exists():
-        shutil.rmtree(out)
     command = [sys.executable, "-m", "dinokit", "train", str(data), "--out", str(out)]
     command += ["--no-progress"]
+    last, config = out / "checkpoints" / "last.pt", out / "config.yaml"
+    spent = 0.0
+    if last.exists() and config.exists():
+        spent = last.stat().st_mtime - config.stat().st_mtime
+        command += ["--resume"]
+        logger.info("resuming %s (%.1f min already spent)", out, spent / 60)
+    elif out.exists():
+        shutil.rmtree(out)
     for key, value in options.items():
         command += _option(key, value)
     logger.info("%s", " ".join(command))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     subprocess.run(command, check=True, env=env)
-    seconds = time.perf_counter() - start
-    (out / "wall.json").write_text(json.dumps({"seconds": seconds}))
+    seconds = spent + time.perf_counter() - start
+    (out / "wall.json").write_text(json.dumps({"seconds": seconds, "resumed": spent > 0}))
     return seconds
 
 

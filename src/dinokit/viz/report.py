@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from .._files import atomic_write, default_mode
 from ..embed.embeddings import Embeddings
+from ..search._vectors import unit_rows
 from . import _report_html as h
 from ._inputs import (
     Clusters,
@@ -60,11 +61,11 @@ def nearest_neighbours(
     """
     n = vectors.shape[0]
     k = max(0, min(k, n - 1))
-    q = _unit(vectors[queries])
+    q = unit_rows(vectors[queries])
     best_idx = np.zeros((len(queries), 0), dtype=np.int64)
     best_sim = np.zeros((len(queries), 0), dtype=np.float32)
     for start in range(0, n, chunk):
-        sims = q @ _unit(vectors[start : start + chunk]).T
+        sims = q @ unit_rows(vectors[start : start + chunk]).T
         local = np.arange(start, start + sims.shape[1], dtype=np.int64)
         sims[local[None, :] == queries[:, None]] = -np.inf
         idx = np.concatenate([best_idx, np.broadcast_to(local, sims.shape)], axis=1)
@@ -74,12 +75,6 @@ def nearest_neighbours(
         best_sim = np.take_along_axis(sim, top, axis=1)
     order = np.argsort(-best_sim, axis=1, kind="stable")
     return np.take_along_axis(best_idx, order, 1), np.take_along_axis(best_sim, order, 1)
-
-
-def _unit(x: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
-    x32 = np.asarray(x, dtype=np.float32)
-    norms = np.maximum(np.linalg.norm(x32, axis=1, keepdims=True), np.float32(1e-12))
-    return np.asarray(x32 / norms, dtype=np.float32)
 
 
 @dataclass
