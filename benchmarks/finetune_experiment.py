@@ -17,9 +17,14 @@ run continues where it stopped):
 ``finetune``
     The pretrained model above is the starting point. For each seed, on
     ``imagenette-mini/train`` (1,000 photos, labels unused), at equal epochs: dinokit's
-    fine-tuning defaults, naive continued training (one lr for every layer, random head, no
-    warm-up), and training from scratch. kNN with ``dinokit evaluate`` on
-    ``imagenette-mini/val`` before and after.
+    fine-tuning defaults, the same at the naive arm's lr, naive continued training (one lr
+    for every layer, random head, no warm-up), and training from scratch. kNN with
+    ``dinokit evaluate`` on ``imagenette-mini/val`` before and after, and on
+    ``cifar10-mini/test`` after (what the pretraining domain kept).
+``strong``
+    The same question from strong features: a stand-in trained with labels on
+    ``cifar10-mini/train`` (``--supervised-epochs``), then dinokit's defaults and naive
+    continued training on ``imagenette-mini/train`` for each of ``--strong-seeds``.
 ``extras``
     The fine-tuned model of seed 0: preprocessing modes and teacher vs student.
 ``probes``
@@ -32,7 +37,7 @@ run continues where it stopped):
     python benchmarks/finetune_experiment.py --out runs/finetune-experiment
 
 Everything runs on the CPU at 32 px (a 192-d, 6-block ViT with 4 px patches); the defaults
-take about 3 hours on 2 cores.
+take about 4 hours on 2 cores.
 """
 
 from __future__ import annotations
@@ -394,6 +399,114 @@ def stage_finetune(args: argparse.Namespace, results: dict[str, Any]) -> None:
         results["finetune"]["arms"][arm] = per_seed
 
 
+def train_supervised(data: Path, path: Path, *, epochs: int, seed: int, threads: int) -> float:
+    """A ``vit_small32`` trained with labels on ``data`` (an image folder), saved to ``path``.
+
+    Official weights cannot be downloaded here, and a few hundred DINO steps on this CPU give
+    features only a little better than random ones. A supervised model is a stand-in for
+    strong pretrained features: what it separates, fine-tuning can keep or destroy. The
+    backbone is trained on the CLS token under a linear classifier (AdamW 1e-3, weight decay
+    0.05, 1-epoch warm-up then cosine, batch 128, random 4 px shifts and flips) and saved as a
+    dinokit file without the classifier. Returns the training wall-clock seconds.
+    """
+    if path.exists():
+        return float(json.loads(path.with_suffix(".json").read_text())["seconds"])
+    from torch import nn
+    from torch.nn import functional as F
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms.functional import pil_to_tensor
+
+    from dinokit.models import create_backbone
+    from dinokit.models.export import save_backbone
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    folder = ImageFolder(str(data))
+    images = torch.stack([pil_to_tensor(folder.loader(p)) for p, _ in folder.samples])
+    labels = torch.tensor(folder.targets)
+    backbone = create_backbone(MODEL, weights="none")
+    pre = backbone.config.preprocessing
+    mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std).view(1, 3, 1, 1)
+    classifier = nn.Linear(backbone.embed_dim, len(folder.classes))
+    params = [*backbone.parameters(), *classifier.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
+    batch, n = 128, len(labels)
+    steps_per_epoch = n // batch
+    total, warmup = epochs * steps_per_epoch, steps_per_epoch
+    generator = torch.Generator().manual_seed(seed)
+    start, step = time.perf_counter(), 0
+    backbone.train()
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for i in range(steps_per_epoch):
+            idx = order[i * batch : (i + 1) * batch]
+            x = images[idx].float() / 255
+            # Random 4 px shift (zero padding) and horizontal flip.
+            x = F.pad(x, (4, 4, 4, 4))
+            dx, dy = torch.randint(0, 9, (2,), generator=generator).tolist()
+            x = x[:, :, dy : dy + 32, dx : dx + 32]
+            flip = torch.rand(len(idx), generator=generator) < 0.5
+            x[flip] = x[flip].flip(3)
+            lr = 1e-3 * (
+                (step + 1) / warmup
+                if step < warmup
+                else 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = F.cross_entropy(classifier(backbone((x - mean) / std)), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+        logger.info("supervised epoch %d: loss %.3f", epoch + 1, loss.item())
+    seconds = time.perf_counter() - start
+    path.parent.mkdir(parents=True, exist_ok=True)
+    provenance = {"base_weights": f"supervised on {data} for {epochs} epochs", "epochs": epochs}
+    save_backbone(backbone.eval(), path, provenance=provenance)
+    path.with_suffix(".json").write_text(json.dumps({"seconds": seconds}))
+    logger.info("supervised model saved to %s", path)
+    return seconds
+
+
+def stage_strong(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Fine-tuning arms from the supervised stand-in for strong pretrained features."""
+    nette, cifar = args.data / "imagenette-mini", args.data / "cifar10-mini"
+    weights = args.out / "supervised" / "backbone.safetensors"
+    seconds = train_supervised(
+        cifar / "train", weights, epochs=args.supervised_epochs, seed=0, threads=args.threads
+    )
+    result: dict[str, Any] = {
+        "seconds": seconds,
+        "epochs": args.supervised_epochs,
+        "before": evaluate(weights, nette / "train", nette / "val")[0],
+        "before_cifar": evaluate(weights, cifar / "train", cifar / "test")[0],
+        "arms": {},
+    }
+    naive = finetune_arms(weights.parent)["naive"]
+    arms = {"dinokit defaults": {"model": weights}, "naive": {**naive, "model": weights}}
+    for arm, arm_options in arms.items():
+        per_seed = []
+        for seed in args.strong_seeds:
+            options = {**FT_SHARED, **arm_options, "epochs": args.ft_epochs, "workers": 1}
+            options.update(seed=seed, eval_train=nette / "train", eval_val=nette / "val")
+            run = args.out / f"strong-{arm.replace(' ', '-')}-seed{seed}"
+            seconds = dinokit_train(nette / "train", run, options, args.threads)
+            per_seed.append(
+                {
+                    "seed": seed,
+                    "seconds": seconds,
+                    "after": evaluate(run, nette / "train", nette / "val")[0],
+                    "cifar_after": evaluate(run, cifar / "train", cifar / "test")[0],
+                    "curve": knn_curve(run),
+                }
+            )
+            logger.info("strong %s seed %d: %s", arm, seed, per_seed[-1]["after"])
+        result["arms"][arm] = per_seed
+    results["strong"] = result
+
+
 # One change at a time from the scratch recipe (docs/finetuning.md, "Why these settings").
 PROBES: dict[str, dict[str, Any]] = {
     "recipe": {},
@@ -526,6 +639,27 @@ def write_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
             minutes = sum(r["seconds"] for r in runs) / len(runs) / 60
             lines.append(f"| {arm} | {_mean_sd(values)} | {per_seed} | {kept} | {minutes:.1f} |")
         lines.append("")
+    strong = results.get("strong")
+    if strong:
+        lines += [
+            f"## From strong features: supervised on cifar10-mini ({strong['epochs']} epochs, "
+            f"{strong['seconds'] / 60:.1f} min), fine-tuned on imagenette-mini",
+            "",
+            f"Before: imagenette-mini {100 * strong['before']['knn']:.1f}%, "
+            f"cifar10-mini {100 * strong['before_cifar']['knn']:.1f}%",
+            "",
+            "| arm | imagenette-mini kNN | per seed | cifar10-mini kNN after | per seed |",
+            "|---|---|---|---|---|",
+        ]
+        for arm, runs in strong["arms"].items():
+            new_domain = [r["after"]["knn"] for r in runs]
+            kept = [r["cifar_after"]["knn"] for r in runs]
+            lines.append(
+                f"| {arm} | {_mean_sd(new_domain)} | "
+                f"{', '.join(f'{100 * v:.1f}' for v in new_domain)} | {_mean_sd(kept)} | "
+                f"{', '.join(f'{100 * v:.1f}' for v in kept)} |"
+            )
+        lines.append("")
     extras = results.get("extras")
     if extras:
         lines += [
@@ -574,6 +708,11 @@ def _plot(args: argparse.Namespace, results: dict[str, Any]) -> None:
         for name, key in (("dinokit train", "dinokit"), ("guide's lightly loop", "guide")):
             curve = scratch[key]["curve"]
             ax.plot([c["epoch"] for c in curve], [100 * c["knn"] for c in curve], "o-", label=name)
+        # The same run without KoLeo (seed 0 of the seeds stage), when that stage ran.
+        without = results.get("seeds", {}).get("recipe without KoLeo", {}).get("0")
+        if without:
+            epochs, knn = [c["epoch"] for c in without], [100 * c["knn"] for c in without]
+            ax.plot(epochs, knn, "o--", color="C0", alpha=0.6, label="dinokit without KoLeo")
         ax.set_title("From scratch, cifar10-mini (equal wall-clock)")
         ax.set_xlabel("epoch")
         ax.set_ylabel("teacher kNN top-1 (%)")
@@ -606,7 +745,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/finetune-experiment"))
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--stages", default="scratch,seeds,pretrain,finetune,extras,report")
+    parser.add_argument("--stages", default="scratch,seeds,pretrain,finetune,strong,extras,report")
     parser.add_argument("--scratch-epochs", type=int, default=3)
     parser.add_argument(
         "--budget-min",
@@ -619,6 +758,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--probe-steps", type=int, default=50)
+    parser.add_argument("--supervised-epochs", type=int, default=10)
+    parser.add_argument("--strong-seeds", type=int, nargs="+", default=[0, 1])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -631,6 +772,7 @@ def main() -> None:
         "finetune": stage_finetune,
         "extras": stage_extras,
         "probes": stage_probes,
+        "strong": stage_strong,
     }
     for name in args.stages.split(","):
         if name == "report":
