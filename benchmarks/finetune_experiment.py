@@ -485,7 +485,13 @@ def stage_strong(args: argparse.Namespace, results: dict[str, Any]) -> None:
         "arms": {},
     }
     naive = finetune_arms(weights.parent)["naive"]
-    arms = {"dinokit defaults": {"model": weights}, "naive": {**naive, "model": weights}}
+    arms = {
+        "dinokit defaults": {"model": weights},
+        # Ten times the default lr, everything else kept: can the gentle recipe move strong
+        # features towards the new domain in this budget without losing them?
+        "dinokit defaults, lr 1e-3": {"model": weights, "lr": 1e-3},
+        "naive": {**naive, "model": weights},
+    }
     for arm, arm_options in arms.items():
         per_seed = []
         for seed in args.strong_seeds:
@@ -701,7 +707,17 @@ def _plot(args: argparse.Namespace, results: dict[str, Any]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    arm_panels = [
+        (results[key], title)
+        for key, title in (
+            ("finetune", "Fine-tuning the DINO model on imagenette-mini"),
+            ("strong", "Fine-tuning strong features on imagenette-mini"),
+        )
+        if results.get(key)
+    ]
+    panels = 1 + len(arm_panels)
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
+    axes = axes[0]
     scratch = results.get("scratch")
     if scratch:
         ax = axes[0]
@@ -718,9 +734,7 @@ def _plot(args: argparse.Namespace, results: dict[str, Any]) -> None:
         ax.set_ylabel("teacher kNN top-1 (%)")
         ax.grid(alpha=0.3)
         ax.legend()
-    finetune = results.get("finetune")
-    if finetune:
-        ax = axes[1]
+    for ax, (finetune, title) in zip(axes[1:], arm_panels, strict=True):
         for i, (arm, runs) in enumerate(finetune["arms"].items()):
             for j, run in enumerate(runs):
                 curve = run["curve"]
@@ -732,7 +746,7 @@ def _plot(args: argparse.Namespace, results: dict[str, Any]) -> None:
                     alpha=0.8,
                     label=arm if j == 0 else None,
                 )
-        ax.set_title("Fine-tuning on imagenette-mini (each seed)")
+        ax.set_title(f"{title} (each seed)", fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylabel("teacher kNN top-1 (%)")
         ax.grid(alpha=0.3)
