@@ -406,8 +406,8 @@ def train_supervised(data: Path, path: Path, *, epochs: int, seed: int, threads:
     features only a little better than random ones. A supervised model is a stand-in for
     strong pretrained features: what it separates, fine-tuning can keep or destroy. The
     backbone is trained on the CLS token under a linear classifier (AdamW 1e-3, weight decay
-    0.05, 1-epoch warm-up then cosine, batch 128, random 4 px shifts and flips) and saved as a
-    dinokit file without the classifier. Returns the training wall-clock seconds.
+    0.05, 1-epoch warm-up then cosine, batch 128, a random 4 px shift per batch, random flips)
+    and saved as a dinokit file without the classifier. Returns the training seconds.
     """
     if path.exists():
         return float(json.loads(path.with_suffix(".json").read_text())["seconds"])
