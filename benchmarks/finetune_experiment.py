@@ -363,40 +363,59 @@ def finetune_arms(pretrained: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-def stage_finetune(args: argparse.Namespace, results: dict[str, Any]) -> None:
+def both_domains(args: argparse.Namespace, model: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """kNN on the new domain (imagenette-mini val) and the pretraining one (cifar10-mini test)."""
     nette, cifar = args.data / "imagenette-mini", args.data / "cifar10-mini"
-    pretrained = args.out / "pretrain"
-    before = evaluate(pretrained, nette / "train", nette / "val")[0]
-    # The pretraining domain too: what each arm keeps of what the model had learned there.
-    before_cifar = evaluate(pretrained, cifar / "train", cifar / "test")[0]
-    results["finetune"] = {"before": before, "before_cifar": before_cifar, "arms": {}}
-    for arm, arm_options in finetune_arms(pretrained).items():
-        per_seed = []
-        for seed in args.seeds:
-            options = {
-                **FT_SHARED,
-                **arm_options,
-                "epochs": args.ft_epochs,
-                "workers": 1,
-                "seed": seed,
-                "eval_train": nette / "train",
-                "eval_val": nette / "val",
-            }
-            run = args.out / f"ft-{arm.replace(' ', '-')}-seed{seed}"
+    return (
+        evaluate(model, nette / "train", nette / "val")[0],
+        evaluate(model, cifar / "train", cifar / "test")[0],
+    )
+
+
+def finetune_runs(
+    args: argparse.Namespace, arms: dict[str, dict[str, Any]], seeds: list[int], prefix: str
+) -> dict[str, list[dict[str, Any]]]:
+    """Each arm for each seed on imagenette-mini/train, measured on both domains.
+
+    A finished run's measurements are kept in its folder (``evaluation.json``) and reused.
+    """
+    nette = args.data / "imagenette-mini"
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for arm, arm_options in arms.items():
+        runs[arm] = []
+        for seed in seeds:
+            options = {**FT_SHARED, **arm_options, "epochs": args.ft_epochs, "workers": 1}
+            options.update(seed=seed, eval_train=nette / "train", eval_val=nette / "val")
+            run = args.out / f"{prefix}{arm.replace(' ', '-')}-seed{seed}"
             seconds = dinokit_train(nette / "train", run, options, args.threads)
-            after = evaluate(run, nette / "train", nette / "val")[0]
-            cifar_after = evaluate(run, cifar / "train", cifar / "test")[0]
-            per_seed.append(
-                {
-                    "seed": seed,
-                    "seconds": seconds,
-                    "after": after,
-                    "cifar_after": cifar_after,
-                    "curve": knn_curve(run),
-                }
+            saved = run / "evaluation.json"
+            if not saved.exists():
+                after, cifar_after = both_domains(args, run)
+                saved.write_text(json.dumps({"after": after, "cifar_after": cifar_after}))
+            measured = json.loads(saved.read_text())
+            runs[arm].append(
+                {"seed": seed, "seconds": seconds, **measured, "curve": knn_curve(run)}
             )
-            logger.info("%s seed %d: kNN %.2f%%", arm, seed, 100 * after["knn"])
-        results["finetune"]["arms"][arm] = per_seed
+            logger.info(
+                "%s%s seed %d: kNN %.1f%% (cifar10-mini %.1f%%)",
+                prefix,
+                arm,
+                seed,
+                100 * measured["after"]["knn"],
+                100 * measured["cifar_after"]["knn"],
+            )
+    return runs
+
+
+def stage_finetune(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    pretrained = args.out / "pretrain"
+    # The pretraining domain too: what each arm keeps of what the model had learned there.
+    before, before_cifar = both_domains(args, pretrained)
+    results["finetune"] = {
+        "before": before,
+        "before_cifar": before_cifar,
+        "arms": finetune_runs(args, finetune_arms(pretrained), args.seeds, "ft-"),
+    }
 
 
 def train_supervised(data: Path, path: Path, *, epochs: int, seed: int, threads: int) -> float:
@@ -472,18 +491,15 @@ def train_supervised(data: Path, path: Path, *, epochs: int, seed: int, threads:
 
 def stage_strong(args: argparse.Namespace, results: dict[str, Any]) -> None:
     """Fine-tuning arms from the supervised stand-in for strong pretrained features."""
-    nette, cifar = args.data / "imagenette-mini", args.data / "cifar10-mini"
     weights = args.out / "supervised" / "backbone.safetensors"
     seconds = train_supervised(
-        cifar / "train", weights, epochs=args.supervised_epochs, seed=0, threads=args.threads
+        args.data / "cifar10-mini" / "train",
+        weights,
+        epochs=args.supervised_epochs,
+        seed=0,
+        threads=args.threads,
     )
-    result: dict[str, Any] = {
-        "seconds": seconds,
-        "epochs": args.supervised_epochs,
-        "before": evaluate(weights, nette / "train", nette / "val")[0],
-        "before_cifar": evaluate(weights, cifar / "train", cifar / "test")[0],
-        "arms": {},
-    }
+    before, before_cifar = both_domains(args, weights)
     naive = finetune_arms(weights.parent)["naive"]
     arms = {
         "dinokit defaults": {"model": weights},
@@ -492,25 +508,13 @@ def stage_strong(args: argparse.Namespace, results: dict[str, Any]) -> None:
         "dinokit defaults, lr 1e-3": {"model": weights, "lr": 1e-3},
         "naive": {**naive, "model": weights},
     }
-    for arm, arm_options in arms.items():
-        per_seed = []
-        for seed in args.strong_seeds:
-            options = {**FT_SHARED, **arm_options, "epochs": args.ft_epochs, "workers": 1}
-            options.update(seed=seed, eval_train=nette / "train", eval_val=nette / "val")
-            run = args.out / f"strong-{arm.replace(' ', '-')}-seed{seed}"
-            seconds = dinokit_train(nette / "train", run, options, args.threads)
-            per_seed.append(
-                {
-                    "seed": seed,
-                    "seconds": seconds,
-                    "after": evaluate(run, nette / "train", nette / "val")[0],
-                    "cifar_after": evaluate(run, cifar / "train", cifar / "test")[0],
-                    "curve": knn_curve(run),
-                }
-            )
-            logger.info("strong %s seed %d: %s", arm, seed, per_seed[-1]["after"])
-        result["arms"][arm] = per_seed
-    results["strong"] = result
+    results["strong"] = {
+        "seconds": seconds,
+        "epochs": args.supervised_epochs,
+        "before": before,
+        "before_cifar": before_cifar,
+        "arms": finetune_runs(args, arms, args.strong_seeds, "strong-"),
+    }
 
 
 # One change at a time from the scratch recipe (docs/finetuning.md, "Why these settings").
