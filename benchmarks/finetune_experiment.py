@@ -584,6 +584,23 @@ def _mean_sd(values: list[float]) -> str:
     return f"{100 * mean:.1f} ± {100 * sd:.1f}"
 
 
+def _arms_table(arms: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Markdown rows for :func:`finetune_runs` results: both domains, mean ± sd and per seed."""
+    lines = [
+        "| arm | imagenette-mini kNN | per seed | cifar10-mini kNN after | per seed "
+        "| minutes per run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for arm, runs in arms.items():
+        cells = [arm]
+        for key in ("after", "cifar_after"):
+            values = [r[key]["knn"] for r in runs]
+            cells += [_mean_sd(values), ", ".join(f"{100 * v:.1f}" for v in values)]
+        cells.append(f"{sum(r['seconds'] for r in runs) / len(runs) / 60:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def write_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
     lines: list[str] = []
     scratch = results.get("scratch")
@@ -639,16 +656,8 @@ def write_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
             f"Pretrained model before fine-tuning: {100 * finetune['before']['knn']:.1f}% "
             f"(cifar10-mini test: {100 * finetune['before_cifar']['knn']:.1f}%)",
             "",
-            "| arm | kNN top-1 (mean ± sd) | per seed | cifar10-mini kNN after | minutes per run |",
-            "|---|---|---|---|---|",
+            *_arms_table(finetune["arms"]),
         ]
-        for arm, runs in finetune["arms"].items():
-            values = [r["after"]["knn"] for r in runs]
-            per_seed = ", ".join(f"{100 * v:.1f}" for v in values)
-            kept = _mean_sd([r["cifar_after"]["knn"] for r in runs])
-            minutes = sum(r["seconds"] for r in runs) / len(runs) / 60
-            lines.append(f"| {arm} | {_mean_sd(values)} | {per_seed} | {kept} | {minutes:.1f} |")
-        lines.append("")
     strong = results.get("strong")
     if strong:
         lines += [
@@ -658,18 +667,8 @@ def write_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
             f"Before: imagenette-mini {100 * strong['before']['knn']:.1f}%, "
             f"cifar10-mini {100 * strong['before_cifar']['knn']:.1f}%",
             "",
-            "| arm | imagenette-mini kNN | per seed | cifar10-mini kNN after | per seed |",
-            "|---|---|---|---|---|",
+            *_arms_table(strong["arms"]),
         ]
-        for arm, runs in strong["arms"].items():
-            new_domain = [r["after"]["knn"] for r in runs]
-            kept = [r["cifar_after"]["knn"] for r in runs]
-            lines.append(
-                f"| {arm} | {_mean_sd(new_domain)} | "
-                f"{', '.join(f'{100 * v:.1f}' for v in new_domain)} | {_mean_sd(kept)} | "
-                f"{', '.join(f'{100 * v:.1f}' for v in kept)} |"
-            )
-        lines.append("")
     extras = results.get("extras")
     if extras:
         lines += [
