@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 import dinokit
+from dinokit.embed.model_record import fingerprint
 from dinokit.models.backbone import Backbone, build_vit
 from dinokit.models.config import BackboneConfig
 from dinokit.models.pos_embed import resample_patch_pos_embed
@@ -238,6 +239,8 @@ def test_the_config_selects_the_rule_and_exports_keep_it(tmp_path) -> None:
         again = dinokit.load(path)
         assert again.config.pos_embed_interp == "offset"
         torch.testing.assert_close(again(x), offset(x), rtol=0, atol=0)
+    # Embeddings made with one rule are not taken for the other's (dinokit embed's reuse).
+    assert fingerprint(offset) != fingerprint(antialias)
 
 
 def test_files_written_before_the_rule_get_their_familys(tmp_path) -> None:
