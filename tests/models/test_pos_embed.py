@@ -235,6 +235,11 @@ def test_the_config_selects_the_rule_and_exports_keep_it(tmp_path) -> None:
     x = images(1, 32, 48)
     with torch.inference_mode():  # fp32
         assert (offset(x) - antialias.eval()(x)).abs().max() > 1e-4
+        # Attention maps and every token group go through the same rule.
+        attn = offset.get_last_selfattention(x) - antialias.get_last_selfattention(x)
+        assert attn.abs().max() > 1e-5
+        a, b = offset.forward_features(x), antialias.forward_features(x)
+        assert (a.patch_tokens - b.patch_tokens).abs().max() > 1e-4
         path = dinokit.save_backbone(offset, tmp_path / "m.safetensors")
         again = dinokit.load(path)
         assert again.config.pos_embed_interp == "offset"
