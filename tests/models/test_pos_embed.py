@@ -32,7 +32,7 @@ from torch import Tensor
 import dinokit
 from dinokit.embed.model_record import fingerprint
 from dinokit.models.backbone import Backbone, build_vit
-from dinokit.models.config import BackboneConfig
+from dinokit.models.config import BackboneConfig, reference_pos_embed_interp
 from dinokit.models.pos_embed import resample_patch_pos_embed
 from dinokit.models.weights.files import DINOKIT_METADATA_KEY
 from tests.models.checkpoints import DinoV1Files, DinoV2File, images, random_backbone
@@ -287,3 +287,8 @@ def test_registered_backbones_use_their_references_rule() -> None:
         "dinov2_vitg14_reg": "antialias",
     }
     assert random_backbone("vit_test", seed=0).config.pos_embed_interp == "antialias"
+    # The rule files written before it existed are given agrees with the registry.
+    for name in dinokit.list_backbones():
+        config = dinokit.get_config(name)
+        expected = reference_pos_embed_interp(config.family, config.reg_tokens)
+        assert config.pos_embed_interp == expected, name
