@@ -74,6 +74,21 @@ def test_env_json(capsys: pytest.CaptureFixture[str], offline_caches: Caches) ->
     assert report["offline"] is True
 
 
+def test_env_shows_what_auto_precision_picks(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DINOKIT_AUTO_PRECISION", "fp16")
+    assert main(["env", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["auto_precision"][0] == "cpu=fp16"
+    assert report["auto_precision_override"] == "fp16"
+    monkeypatch.delenv("DINOKIT_AUTO_PRECISION")
+    assert main(["env", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["auto_precision"][0] == f"cpu={'bf16' if report['cpu_bf16'] else 'fp32'}"
+    assert report["auto_precision_override"] is None
+
+
 def test_env_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["env"]) == 0
     out = capsys.readouterr().out

@@ -13,6 +13,11 @@ import torch
 from .models.weights.hub import OFFLINE_ENV, hf_cache_dir, torch_hub_checkpoint_dir
 
 _CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+# oneDNN, which runs PyTorch's bf16 CPU matmuls, can be capped to an older instruction set
+# (``ONEDNN_MAX_CPU_ISA``, formerly ``DNNL_MAX_CPU_ISA``); below AVX512_CORE_BF16 it emulates
+# bf16 (hundreds of times slower) even on a CPU that has it. Caps that keep native bf16:
+_ONEDNN_ISA_ENVS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+_ONEDNN_BF16_CAPS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10", "ALL")
 
 
 def _version(package: str) -> str:
@@ -44,9 +49,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def onednn_isa_cap() -> str | None:
+    """The instruction set oneDNN is capped to (``ONEDNN_MAX_CPU_ISA``), or None."""
+    for name in _ONEDNN_ISA_ENVS:
+        value = os.environ.get(name, "").strip().upper()
+        if value and value != "DEFAULT":
+            return value
+    return None
+
+
 def cpu_supports_bf16() -> bool:
-    """Whether the CPU has native bf16 arithmetic (AVX-512 BF16 or AMX)."""
+    """Whether PyTorch computes bf16 natively on this CPU (AVX-512 BF16 or AMX, not capped
+    below them by ``ONEDNN_MAX_CPU_ISA``)."""
     flags = set(cpu_flags())
+    cap = onednn_isa_cap()
+    if cap is not None and not cap.startswith(_ONEDNN_BF16_CAPS):
+        return False
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
@@ -86,6 +104,7 @@ def environment_report() -> dict[str, Any]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_flags": cpu_flags(),
         "cpu_bf16": cpu_supports_bf16(),
+        "onednn_isa_cap": onednn_isa_cap(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "cuda_devices": cuda_devices(),
         "weights_search_path": [str(torch_hub_checkpoint_dir()), str(hf_cache_dir())],

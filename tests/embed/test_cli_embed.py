@@ -14,7 +14,8 @@ from dinokit.cli import main
 from dinokit.embed import Embeddings
 from tests.embed._helpers import flat_folder, labelled_folder
 
-ARGS = ["--model", "vit_test", "--weights", "none", "--workers", "0"]
+# fp32: the torchrun shards are compared with a single process to 1e-5.
+ARGS = ["--model", "vit_test", "--weights", "none", "--workers", "0", "--precision", "fp32"]
 
 
 def test_embed_command_writes_and_reports(

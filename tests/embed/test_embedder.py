@@ -18,7 +18,9 @@ from tests.models.checkpoints import random_backbone
 
 @pytest.fixture(scope="module")
 def embedder() -> Embedder:
-    return Embedder("vit_test", weights="none", batch_size=3)
+    """fp32: its vectors are compared with the backbone's own fp32 forward to 1e-5 (the bf16
+    path has its own test, tests/embed/test_pipeline.py::test_bf16_vectors_match_fp32)."""
+    return Embedder("vit_test", weights="none", batch_size=3, precision="fp32")
 
 
 def test_embed_files_gives_normalised_vectors_in_input_order(
@@ -90,17 +92,17 @@ def test_from_metadata_rebuilds_the_same_embedder(embedder: Embedder, tmp_path: 
     meta = embedder.metadata()
     assert meta["model"]["model"] == "vit_test" and meta["model"]["weights"] == "none"
     assert meta["preprocess"] == "center-crop" and meta["size"] == 64 and meta["dim"] == 64
-    again = Embedder.from_metadata(meta)
+    again = Embedder.from_metadata(meta, precision="fp32")
     assert again.fingerprint == embedder.fingerprint
     np.testing.assert_allclose(again.embed_files(paths)[0], embedder.embed_files(paths)[0])
 
 
 def test_from_metadata_of_a_model_file(tmp_path: Path) -> None:
     path = dinokit.save_backbone(random_backbone("vit_test", seed=4), tmp_path / "m.safetensors")
-    emb = Embedder(path, feature="last4", preprocess="letterbox", size=48)
+    emb = Embedder(path, feature="last4", preprocess="letterbox", size=48, precision="fp32")
     meta = emb.metadata()
     assert meta["model"]["model"] == str(path.absolute())
-    again = Embedder.from_metadata(meta)
+    again = Embedder.from_metadata(meta, precision="fp32")
     assert (again.feature, again.transform.mode, again.transform.size) == ("last4", "letterbox", 48)
     images = flat_folder(tmp_path / "img", 2)
     np.testing.assert_allclose(again.embed_files(images)[0], emb.embed_files(images)[0])

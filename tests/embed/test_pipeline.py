@@ -16,7 +16,14 @@ from dinokit.embed import EmbedConfig, Embedder, Embeddings, run_embed
 from tests.data._helpers import write_jpeg
 from tests.embed._helpers import flat_folder, labelled_folder
 
-OPTS: dict[str, Any] = {"model": "vit_test", "weights": "none", "workers": 0, "batch_size": 4}
+# fp32: runs are compared with each other to 1e-6; bf16 has its own test at the end.
+OPTS: dict[str, Any] = {
+    "model": "vit_test",
+    "weights": "none",
+    "workers": 0,
+    "batch_size": 4,
+    "precision": "fp32",
+}
 
 
 def _run(inputs: list[Path], out: Path | None, **options: Any) -> Any:
@@ -197,8 +204,13 @@ def test_patch_tokens_go_to_parquet(tmp_path: Path) -> None:
 
 
 def test_bf16_vectors_match_fp32(tmp_path: Path) -> None:
+    """bf16 on purpose (emulated on CPUs without it): within DESIGN's cosine >= 0.999 of fp32."""
     paths = flat_folder(tmp_path, 3)
     fp32, _ = Embedder("vit_test", weights="none", precision="fp32").embed_files(paths)
     bf16, _ = Embedder("vit_test", weights="none", precision="bf16").embed_files(paths)
     cosine = np.sum(fp32 * bf16, axis=1)
     assert cosine.min() >= 0.999, cosine
+    assert not np.array_equal(fp32, bf16)  # bf16 did run
+    emb = dinokit.embed(tmp_path, out=tmp_path / "e.parquet", **{**OPTS, "precision": "bf16"})
+    assert Embeddings.load(tmp_path / "e.parquet").metadata["precision"] == "bf16"
+    assert np.sum(emb.vectors * fp32, axis=1).min() >= 0.999

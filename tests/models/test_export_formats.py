@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -15,8 +16,9 @@ import torch
 import dinokit
 from dinokit._files import atomic_write
 from dinokit.cli import main
-from dinokit.models.backbone import Backbone
+from dinokit.models.backbone import Backbone, build_vit
 from dinokit.models.export import save_timm, timm_model_name
+from dinokit.models.onnx_export import export_onnx
 from dinokit.models.weights import read_weights
 from tests.models.checkpoints import fail_on_network, images, random_backbone
 
@@ -218,3 +220,25 @@ def test_onnx_size_must_fit_the_patches(vit_test: Backbone, tmp_path: Path) -> N
     with pytest.raises(ValueError, match="multiple of the patch size 8"):
         export_onnx(vit_test, tmp_path / "m.onnx", size=60)
     assert not list(tmp_path.iterdir())
+
+
+@needs_onnx
+@pytest.mark.parametrize("interp", ["offset", "antialias"])
+def test_onnx_resamples_positions_by_the_models_rule(tmp_path: Path, interp: str) -> None:
+    """At a size other than the table's, the graph holds the family's resampling (fp32)."""
+    import onnx
+    import onnxruntime
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(dinokit.get_config("vit_test"), pos_embed_interp=interp)
+    source = Backbone(build_vit(config), config).eval()
+    path = export_onnx(source, tmp_path / "m.onnx", size=40).path
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = images(2, 40, 40, seed=3)
+    cls, patches = session.run(None, {"images": x.numpy()})
+    with torch.inference_mode():
+        want = source.forward_features(x)
+    np.testing.assert_allclose(cls, want.cls.numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(patches, want.patch_tokens.numpy(), atol=1e-5, rtol=0)
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(props["dinokit"])["backbone"]["pos_embed_interp"] == interp

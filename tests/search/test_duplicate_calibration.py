@@ -29,13 +29,14 @@ from ._synthetic import unit
 
 @pytest.fixture
 def collection(tmp_path: Path) -> Path:
-    """Eight random JPEGs plus a byte-identical copy of the first, embedded with vit_test."""
+    """Eight random JPEGs plus a byte-identical copy of the first, embedded with vit_test in
+    fp32 (the precision the calibration below runs in)."""
     images = tmp_path / "images"
     for i in range(8):
         write_jpeg(images / f"{i}.jpg", 64, 48, seed=i)
     shutil.copy(images / "0.jpg", images / "0_copy.jpg")
     out = tmp_path / "emb.parquet"
-    embed(images, model="vit_test", weights="none", workers=0, out=out)
+    embed(images, model="vit_test", weights="none", workers=0, precision="fp32", out=out)
     return out
 
 

@@ -28,6 +28,7 @@ from dinokit.training.metrics import plot_curves
 #: Images in the shared folder (10 classes x 1) and the batch size of most tests.
 N_IMAGES = 10
 BATCH = 2
+PRECS = ("fp32", "bf16")
 STEPS_PER_EPOCH = N_IMAGES // BATCH
 
 
@@ -308,6 +309,18 @@ def test_koleo_is_logged_and_changes_training(image_folder: Path, tmp_path: Path
     b = last_checkpoint(spread)["student"]["backbone"]
     assert any(not torch.equal(a[k], b[k]) for k in a)
     assert yaml.safe_load((spread / "config.yaml").read_text())["koleo"] == 0.1
+
+
+def test_bf16_training_tracks_fp32(image_folder: Path, tmp_path: Path) -> None:
+    """bf16 autocast on purpose (emulated on CPUs without it): the same seeded run's losses
+    stay within 1% of fp32's, and the run records the precision it used."""
+    runs = {p: train(tiny_config(image_folder, tmp_path / p, epochs=1, precision=p)) for p in PRECS}
+    fp32, bf16 = (step_records(runs[p]) for p in PRECS)
+    assert len(fp32) == len(bf16) > 1
+    for a, b in zip(fp32, bf16, strict=True):
+        assert math.isfinite(b["loss"]) and b["loss"] == pytest.approx(a["loss"], rel=1e-2)
+    assert [r["loss"] for r in fp32] != [r["loss"] for r in bf16]  # bf16 did run
+    assert yaml.safe_load((runs["bf16"] / "config.yaml").read_text())["precision"] == "bf16"
 
 
 def test_negative_koleo_is_refused(image_folder: Path, tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
-"""``dinokit env``: versions, CPU features, CUDA devices and the weight caches searched."""
+"""``dinokit env``: versions, CPU features, CUDA devices, the precision ``auto`` picks and the
+weight caches searched."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 
@@ -18,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the environment report."""
     from ..env import environment_report
 
-    report = environment_report()
+    report = environment_report() | _auto_precision()
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -36,3 +38,17 @@ def run(args: argparse.Namespace) -> int:
             )
         print(f"{key.ljust(width)}  {value}")
     return 0
+
+
+def _auto_precision() -> dict[str, Any]:
+    """What ``--precision auto`` resolves to on each device, and the override in force."""
+    import torch
+
+    from ..training.precision import AUTO_PRECISION_ENV, resolve_precision
+
+    devices = [torch.device("cpu")]
+    devices += [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    return {
+        "auto_precision": [f"{device}={resolve_precision('auto', device)}" for device in devices],
+        "auto_precision_override": os.environ.get(AUTO_PRECISION_ENV) or None,
+    }

@@ -86,9 +86,16 @@ def rebuild_backbone(record: dict[str, Any], *, device: torch.device) -> Backbon
 
 
 def fingerprint(backbone: Backbone) -> str:
-    """A short hash of the architecture and every weight of ``backbone`` (hex, 16 chars)."""
+    """A short hash of the architecture and every weight of ``backbone`` (hex, 16 chars).
+
+    It covers the positional-embedding rule where it is DINO's offset, which changes vectors
+    at other grids than the table's: embeddings made before that rule (all resampled
+    antialiased then) are recognised as made by another model.
+    """
     digest = hashlib.sha256()
     digest.update(backbone.config.name.encode())
+    if backbone.config.pos_embed_interp != "antialias":
+        digest.update(f"pos_embed_interp:{backbone.config.pos_embed_interp}".encode())
     for name, tensor in sorted(backbone.vit.state_dict().items()):
         data = tensor.detach().cpu().contiguous()
         if data.dtype == torch.bfloat16:

@@ -2,8 +2,8 @@
 
 DINO v1's official keys are timm's keys, so DINO backbones are timm ViTs; DINOv2 maps onto
 timm's ViT with LayerScale, registers and SwiGLU (Oquab et al. 2023; Darcet et al. 2024).
-Positional embeddings interpolate to any input that is a multiple of the patch size
-(``dynamic_img_size``).
+Positional embeddings are resampled to any input that is a multiple of the patch size, the way
+the family's reference does it (``config.pos_embed_interp``, :mod:`.pos_embed`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import BackboneConfig
+from .pos_embed import resample_patch_pos_embed
 
 logger = logging.getLogger(__name__)
 
@@ -134,10 +135,37 @@ class Backbone(nn.Module):
 
     def _embed(self, x: Tensor) -> Tensor:
         vit = self.vit
-        x = vit.patch_embed(x)
-        x = vit._pos_embed(x)
+        x = self._add_positions(vit.patch_embed(x))
         x = vit.patch_drop(x)
         out: Tensor = vit.norm_pre(x)
+        return out
+
+    def _add_positions(self, x: Tensor) -> Tensor:
+        """Prefix tokens and positions: (B, h, w, D) patches -> (B, prefix + h * w, D) tokens.
+
+        timm's ``_pos_embed`` with the positional table resampled by the family's rule. Like
+        the references, the CLS token gets its position (stored in ``pos_embed`` or, for the
+        timm layout with registers, folded into ``cls_token``) and registers get none.
+        """
+        vit = self.vit
+        if vit.pos_embed is None or vit.cls_token is None:
+            out: Tensor = vit._pos_embed(x)  # timm ViTs without these keep timm's own path
+            return out
+        b, h, w, d = x.shape
+        x = x.reshape(b, h * w, d)
+        table = vit.pos_embed
+        num_prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
+        patches = resample_patch_pos_embed(
+            table[:, num_prefix:], (h, w), interp=self.config.pos_embed_interp
+        )
+        prefix = [vit.cls_token.expand(b, -1, -1)]
+        if vit.reg_token is not None:
+            prefix.append(vit.reg_token.expand(b, -1, -1))
+        if vit.no_embed_class:
+            x = torch.cat([*prefix, x + patches], dim=1)
+        else:
+            x = torch.cat([*prefix, x], dim=1) + torch.cat([table[:, :num_prefix], patches], dim=1)
+        out = vit.pos_drop(x)
         return out
 
     def forward(self, x: Tensor) -> Tensor:

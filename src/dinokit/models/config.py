@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Family = Literal["dino", "dinov2", "timm", "test"]
 MlpKind = Literal["mlp", "swiglu"]
+# How positional embeddings are resampled at other grids (see :mod:`.pos_embed`).
+PosEmbedInterp = Literal["offset", "antialias"]
+POS_EMBED_INTERPS: tuple[str, ...] = get_args(PosEmbedInterp)
 
 # ImageNet statistics used by DINO and DINOv2 for training and evaluation.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -94,6 +97,10 @@ class BackboneConfig:
         mlp: ``mlp`` (GELU MLP) or ``swiglu`` (DINOv2 g/14).
         layer_scale: LayerScale initial value (DINOv2), or None.
         reg_tokens: Number of register tokens (DINOv2 ``_reg`` variants).
+        pos_embed_interp: How the positional embedding is resampled to other patch grids, as
+            the family's reference does it: ``offset`` (DINO v1, DINOv2 without registers:
+            bicubic by the scale (n + 0.1) / M, no antialias) or ``antialias`` (DINOv2 with
+            registers, timm: bicubic to the grid, antialiased); see :mod:`.pos_embed`.
         preprocessing: Evaluation preprocessing that goes with the weights.
         weights: Official weights, or None when there are none.
         timm_name: timm model name for ``timm:`` backbones.
@@ -111,10 +118,18 @@ class BackboneConfig:
     mlp: MlpKind = "mlp"
     layer_scale: float | None = None
     reg_tokens: int = 0
+    pos_embed_interp: PosEmbedInterp = "antialias"
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     weights: WeightsSource | None = None
     timm_name: str | None = None
     description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.pos_embed_interp not in POS_EMBED_INTERPS:
+            raise ValueError(
+                f"unknown pos_embed_interp {self.pos_embed_interp!r} for {self.name}; "
+                f"choose one of {', '.join(POS_EMBED_INTERPS)}"
+            )
 
     @property
     def architecture(self) -> str:
@@ -133,9 +148,17 @@ class BackboneConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackboneConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error.
+
+        Files written before ``pos_embed_interp`` existed get their family's reference rule
+        (:func:`reference_pos_embed_interp`).
+        """
         _check_keys(cls, data)
         values = dict(data)
+        values.setdefault(
+            "pos_embed_interp",
+            reference_pos_embed_interp(str(values.get("family")), int(values.get("reg_tokens", 0))),
+        )
         values["preprocessing"] = Preprocessing.from_dict(values.get("preprocessing") or {})
         weights = values.get("weights")
         values["weights"] = WeightsSource(**weights) if weights else None
@@ -146,6 +169,19 @@ class BackboneConfig:
         return dataclasses.replace(
             self, preprocessing=dataclasses.replace(self.preprocessing, **changes)
         )
+
+
+def reference_pos_embed_interp(family: str, reg_tokens: int) -> PosEmbedInterp:
+    """The resampling rule of a family's reference code.
+
+    DINO v1 (facebookresearch/dino ``interpolate_pos_encoding``) and the DINOv2 hub models
+    without registers (``interpolate_offset=0.1``, ``interpolate_antialias=False``) use
+    ``offset``; the DINOv2 hub models with registers (``interpolate_offset=0``,
+    ``interpolate_antialias=True``), timm and dinokit's test backbones use ``antialias``.
+    """
+    if family == "dino" or (family == "dinov2" and reg_tokens == 0):
+        return "offset"
+    return "antialias"
 
 
 def _check_keys(cls: type, data: dict[str, Any]) -> None:

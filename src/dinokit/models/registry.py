@@ -63,6 +63,8 @@ def _dino(name: str, dim: int, heads: int, patch: int, file_stem: str, timm_id: 
             num_heads=heads,
             patch_size=patch,
             pos_embed_size=224,
+            # facebookresearch/dino interpolate_pos_encoding: bicubic, scale (n + 0.1) / 14.
+            pos_embed_interp="offset",
             weights=WeightsSource(
                 file_name=f"{file_stem}.pth",
                 url=f"{_DINO_URL}/{file_stem}/{file_stem}.pth",
@@ -91,6 +93,9 @@ def _dinov2(size: str, dim: int, depth: int, heads: int, reg: bool) -> None:
             mlp="swiglu" if size == "g" else "mlp",
             layer_scale=1e-5,
             reg_tokens=4 if reg else 0,
+            # dinov2/hub/backbones.py: interpolate_offset=0.1, interpolate_antialias=False, and
+            # for the _reg models interpolate_offset=0.0, interpolate_antialias=True.
+            pos_embed_interp="antialias" if reg else "offset",
             weights=WeightsSource(
                 file_name=f"{stem}.pth",
                 url=f"{_DINOV2_URL}/dinov2_vit{size}14/{stem}.pth",

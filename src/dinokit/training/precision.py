@@ -4,7 +4,8 @@ and a gradient scaler that is a no-op unless fp16).
 Follows the reference's ``use_fp16`` (facebookresearch/dino ``main_dino.py``: autocast plus a
 ``GradScaler``), extended with bf16, which needs no scaler. ``auto`` picks bf16 only where the
 hardware computes it natively: on a CPU without AVX-512 BF16 / AMX, bf16 matmuls are emulated
-and can be hundreds of times slower than fp32.
+and can be hundreds of times slower than fp32. ``DINOKIT_AUTO_PRECISION`` (``bf16``, ``fp16`` or
+``fp32``) overrides what ``auto`` picks, so one machine can run everything either way.
 
 Usage::
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from typing import Literal, get_args
 
 import torch
@@ -28,6 +30,8 @@ logger = logging.getLogger(__name__)
 PrecisionName = Literal["bf16", "fp16", "fp32"]
 PRECISIONS: tuple[str, ...] = (*get_args(PrecisionName), "auto")
 _DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AUTO_PRECISION_ENV = "DINOKIT_AUTO_PRECISION"
+"""Environment variable that, when set, is what ``auto`` resolves to (bf16, fp16 or fp32)."""
 
 
 def _cuda_bf16_native(device: torch.device) -> bool:
@@ -35,26 +39,49 @@ def _cuda_bf16_native(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(index)[0] >= 8
 
 
-def resolve_precision(requested: str, device: torch.device) -> PrecisionName:
-    """The precision to train in on ``device``.
+def auto_precision_override() -> PrecisionName | None:
+    """The precision ``DINOKIT_AUTO_PRECISION`` makes ``auto`` pick, or None when unset.
 
-    ``auto``: bf16 on CUDA devices with native bf16 (compute capability >= 8, Ampere on),
-    fp16 on older CUDA devices, bf16 on CPUs with native bf16 (AVX-512 BF16 or AMX), fp32
-    otherwise (other CPUs, MPS and other device types). An explicit choice is kept, with a
-    warning where it will be slow; bf16 on a CUDA device without it is an error.
+    Raises:
+        ValueError: the variable holds something other than bf16, fp16 or fp32.
+    """
+    value = os.environ.get(AUTO_PRECISION_ENV, "").strip().lower()
+    if not value:
+        return None
+    if value not in get_args(PrecisionName):
+        raise ValueError(
+            f"{AUTO_PRECISION_ENV}={value!r} is not a precision: set it to bf16, fp16 or fp32, "
+            "or unset it to let auto choose"
+        )
+    return _as_name(value)
+
+
+def resolve_precision(requested: str, device: torch.device) -> PrecisionName:
+    """The precision to run in on ``device``.
+
+    ``auto``: ``$DINOKIT_AUTO_PRECISION`` when set (then as if requested explicitly); else
+    bf16 on CUDA devices with native bf16 (compute capability >= 8, Ampere on), fp16 on older
+    CUDA devices, bf16 on CPUs with native bf16 (AVX-512 BF16 or AMX, see
+    :func:`dinokit.env.cpu_supports_bf16`), fp32 otherwise (other CPUs, MPS and other device
+    types). An explicit choice is kept, with a warning where it will be slow; bf16 on a CUDA
+    device without it is an error.
 
     Args:
         requested: ``auto``, ``bf16``, ``fp16`` or ``fp32``.
-        device: The training device.
+        device: The device the model runs on.
 
     Returns:
         ``bf16``, ``fp16`` or ``fp32``.
 
     Raises:
-        ValueError: an unknown name, or bf16 requested on a CUDA device without it.
+        ValueError: an unknown name (also in ``$DINOKIT_AUTO_PRECISION``), or bf16 on a CUDA
+            device without it.
     """
     if requested not in PRECISIONS:
         raise ValueError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
+    asked = requested
+    if requested == "auto" and (forced := auto_precision_override()) is not None:
+        requested, asked = forced, f"auto, {AUTO_PRECISION_ENV}={forced}"
     if device.type == "cuda":
         native = _cuda_bf16_native(device)
         if requested == "auto":
@@ -79,7 +106,7 @@ def resolve_precision(requested: str, device: torch.device) -> PrecisionName:
                 )
     else:
         resolved = "fp32" if requested == "auto" else _as_name(requested)
-    logger.info("precision: %s (requested %s, device %s)", resolved, requested, device)
+    logger.info("precision: %s (requested %s, device %s)", resolved, asked, device)
     return resolved
 
 
