@@ -347,3 +347,23 @@ def test_export_command_writes_a_folder(tmp_path: Path, caplog: pytest.LogCaptur
     bad = tmp_path / "x.safetensors"
     assert main(["export", "vit_test", "--format", "transformers", "--out", str(bad)]) == 2
     assert not bad.exists()
+
+
+@pytest.mark.parametrize("as_weights", [False, True], ids=["model", "weights"])
+def test_training_starts_from_a_transformers_model(
+    tmp_path: Path, offline_caches: Caches, as_weights: bool
+) -> None:
+    """``train --model hf:...`` and ``--model NAME --weights hf:...`` start from its weights."""
+    from dinokit.training.build import build_networks
+    from tests.training.test_run import tiny_config
+
+    model = _hf_model("vit", layer_norm_eps=1e-6, num_hidden_layers=4, image_size=64)
+    model.save_pretrained(tmp_path / "model")
+    _cache_snapshot(offline_caches, "someone/tiny-dino", tmp_path / "model")
+    spec = {"model": "vit_test", "weights": "hf:someone/tiny-dino"} if as_weights else {
+        "model": "hf:someone/tiny-dino", "weights": None}  # fmt: skip
+    nets = build_networks(tiny_config(tmp_path, tmp_path / "run", **spec))
+    assert nets.config.lr == 1e-4  # fine-tuning defaults, not from scratch
+    backbone = nets.teacher.backbone.eval()
+    assert backbone.config.name == "vit_test"
+    _assert_matches_transformers(model, backbone, [(64, 64)])
