@@ -367,3 +367,21 @@ def test_training_starts_from_a_transformers_model(
     backbone = nets.teacher.backbone.eval()
     assert backbone.config.name == "vit_test"
     _assert_matches_transformers(model, backbone, [(64, 64)])
+
+
+@pytest.mark.parametrize(
+    ("kind", "overrides"),
+    [("dinov2", {"use_swiglu_ffn": True}), ("vit", {"layer_norm_eps": 1e-6})],
+    ids=["dinov2-swiglu", "vit"],
+)
+def test_torch_saved_state_dict_in_memory_names(
+    tmp_path: Path, kind: str, overrides: dict[str, Any]
+) -> None:
+    """``torch.save(model.state_dict())``: transformers 5 names tensors ``q_proj``, ``gate_proj``
+    ... in memory (its files keep the older names); both read the same."""
+    model = _hf_model(kind, **overrides)
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    (folder / "model.safetensors").unlink()
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    _assert_matches_transformers(model, dinokit.load(folder), [(32, 32)])
