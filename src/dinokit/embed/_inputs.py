@@ -1,4 +1,4 @@
-"""Identities and shards of listed images, shared by the in-memory and file runs."""
+"""Identities, shards and progress of listed images, shared by the in-memory and file runs."""
 
 from __future__ import annotations
 
