@@ -385,3 +385,27 @@ def test_torch_saved_state_dict_in_memory_names(
     (folder / "model.safetensors").unlink()
     torch.save(model.state_dict(), folder / "pytorch_model.bin")
     _assert_matches_transformers(model, dinokit.load(folder), [(32, 32)])
+
+
+def test_repository_not_cached_is_downloaded_when_online(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The download path: config, safetensors weights and image processor, nothing else."""
+    import huggingface_hub
+
+    model = _hf_model("dinov2_with_registers")
+    model.save_pretrained(tmp_path / "remote")
+    calls: list[tuple[str, list[str]]] = []
+
+    def fake_snapshot_download(repo_id: str, *, allow_patterns: list[str], cache_dir: Path) -> str:
+        calls.append((repo_id, allow_patterns))
+        return str(tmp_path / "remote")
+
+    monkeypatch.setattr("dinokit.models.weights.hub.network_available", lambda url: True)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    backbone = dinokit.load("hf:someone/tiny-reg")
+    assert calls == [
+        ("someone/tiny-reg", ["config.json", "model.safetensors", "preprocessor_config.json"])
+    ]
+    assert backbone.source == str(tmp_path / "remote" / "model.safetensors")
+    _assert_matches_transformers(model, backbone, [(32, 32)])
