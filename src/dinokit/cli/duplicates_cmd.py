@@ -73,6 +73,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--index", default="auto", choices=("auto", "exact", "ivf"))
     parser.add_argument("--no-hash", action="store_true", help="skip the byte-identical check")
+    parser.add_argument("--no-progress", action="store_true", help="log lines instead of bars")
     parser.add_argument("--out", help="write the groups to a .csv or .json file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -163,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
     calibration = None
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     if args.calibrate is not None:
-        calibration = calibrate_threshold(embeddings, sample=args.calibrate)
+        calibration = calibrate_threshold(
+            embeddings, sample=args.calibrate, progress=not args.no_progress
+        )
         threshold = calibration.threshold
     groups = find_duplicates(
         embeddings,
@@ -171,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         neighbours=args.neighbours,
         index=args.index,
         hash_files=not args.no_hash,
+        progress=not args.no_progress,
     )
     found: Any = [g.to_dict() for g in groups]
     if calibration is not None:

@@ -46,6 +46,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an output made with other options"
     )
+    parser.add_argument("--no-progress", action="store_true", help="log lines instead of a bar")
     parser.set_defaults(run=run)
 
 
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         out=args.out,
         overwrite=args.overwrite,
+        progress=not args.no_progress,
     )
     summary, _ = run_embed(config)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports

@@ -58,6 +58,13 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--eval-train", "eval_train", str, "labelled folder: kNN monitor references"),
     ("--eval-val", "eval_val", str, "labelled folder: kNN monitor queries"),
     ("--eval-every", "eval_every", int, "kNN monitor every N epochs (1)"),
+    (
+        "--logger",
+        "logger",
+        str,
+        "jsonl (metrics.jsonl) or tensorboard (also TensorBoard events in the run folder; "
+        "pip install 'dinokit[tensorboard]')",
+    ),
 )
 
 

@@ -31,6 +31,7 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
+from .._progress import ProgressBar
 from ..data import ImageReadError, open_image
 from ..embed import Embedder, Embeddings
 from ..search._vectors import chunks, unit_rows
@@ -194,6 +195,7 @@ def calibrate_threshold(
     batch_size: int = 32,
     precision: str = "auto",
     device: str = "auto",
+    progress: bool = True,
 ) -> ThresholdCalibration:
     """Choose the near-duplicate threshold for a collection from copies of its own images.
 
@@ -212,6 +214,8 @@ def calibrate_threshold(
         batch_size: Copies per forward pass.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
         device: ``auto``, ``cpu``, ``cuda``...
+        progress: A bar with the time left on a terminal (log lines elsewhere); ``False``:
+            log lines only.
 
     Returns:
         The threshold, whether copies and distinct images separate, and the statistics.
@@ -241,7 +245,7 @@ def calibrate_threshold(
             f"{emb.dim} dimensions; re-embed the images with dinokit embed"
         )
     x = unit_rows(emb.vectors)
-    drawn = _copy_scores(emb, embedder, x, sample=sample, seed=seed, kinds=kinds)
+    drawn = _copy_scores(emb, embedder, x, sample=sample, seed=seed, kinds=kinds, progress=progress)
     rows, scores, missing, unreadable = drawn
     if len(rows) < 2:
         raise ValueError(
@@ -305,6 +309,7 @@ def _copy_scores(
     sample: int,
     seed: int,
     kinds: Sequence[CopyKind],
+    progress: bool = True,
 ) -> tuple[NDArray[np.int64], dict[str, NDArray[np.float32]], int, int]:
     """Draw, copy and embed: ``(rows (S,), {kind: (S,) cosines}, missing, unreadable)``."""
     order = np.random.default_rng(seed).permutation(len(emb))
@@ -316,13 +321,17 @@ def _copy_scores(
     pending: list[tuple[int, list[Image.Image]]] = []
     missing = unreadable = 0
 
+    bar = ProgressBar(
+        want, desc="calibration", unit="image", bar=None if progress else False, logger=logger
+    )
+
     def flush() -> None:
         copies = [copy for _, images in pending for copy in images]
         embedded = embed_images(embedder, copies).reshape(len(pending), len(kinds), -1)
         rows.extend(row for row, _ in pending)
         vectors.append(embedded)
+        bar.update(len(pending))
         pending.clear()
-        logger.debug("calibration: %d of %d images embedded", len(rows), want)
 
     for row in order.tolist():
         if len(rows) + len(pending) >= want:
@@ -342,6 +351,7 @@ def _copy_scores(
             flush()
     if pending:
         flush()
+    bar.close()
     if missing:
         logger.info("calibration: %d drawn images not found on disk, skipped", missing)
     picked = np.asarray(rows, dtype=np.int64)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .._progress import ProgressBar
 from ..embed import Embeddings
 from ..search._vectors import chunks, unit_rows
 from ..search.index import build_index
@@ -128,7 +129,13 @@ def connected_components(n: int, a: NDArray[np.int64], b: NDArray[np.int64]) -> 
 
 
 def _similar_pairs(
-    x: NDArray[np.float32], *, threshold: float, neighbours: int, index: str, nprobe: int
+    x: NDArray[np.float32],
+    *,
+    threshold: float,
+    neighbours: int,
+    index: str,
+    nprobe: int,
+    progress: bool = True,
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
     """Pairs ``(i, j, cosine)`` with ``i < j`` and cosine >= threshold, from a k-NN graph."""
     n = x.shape[0]
@@ -137,6 +144,9 @@ def _similar_pairs(
     found_a: list[NDArray[np.int64]] = []
     found_b: list[NDArray[np.int64]] = []
     found_s: list[NDArray[np.float32]] = []
+    bar = ProgressBar(
+        n, desc="neighbours", unit="image", bar=None if progress else False, logger=logger
+    )
     for rows in chunks(n, QUERY_CHUNK):
         scores, ids = vindex.search(x[rows], k)
         query = np.arange(rows.start, rows.stop, dtype=np.int64)[:, None]
@@ -145,6 +155,8 @@ def _similar_pairs(
         found_a.append(np.minimum(qi, ids[keep]))
         found_b.append(np.maximum(qi, ids[keep]))
         found_s.append(scores[keep])
+        bar.update(rows.stop - rows.start)
+    bar.close()
     a, b, s = np.concatenate(found_a), np.concatenate(found_b), np.concatenate(found_s)
     if len(a):  # each pair is usually found from both ends: keep one
         order = np.lexsort((b, a))
@@ -164,11 +176,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_hashes(files: list[Path]) -> dict[int, str]:
+def file_hashes(files: list[Path], *, progress: bool = True) -> dict[int, str]:
     """SHA-256 of the files that share their size with another file (others are unique).
 
     Args:
         files: Image files; missing or unreadable ones are skipped (logged once).
+        progress: A bar on a terminal (log lines elsewhere); ``False``: log lines only.
 
     Returns:
         ``{position in files: hex digest}`` for the hashed files.
@@ -183,14 +196,19 @@ def file_hashes(files: list[Path]) -> dict[int, str]:
     if missing:
         logger.info("%d of %d images not found: not compared byte for byte", missing, len(files))
     hashes: dict[int, str] = {}
-    for same_size in by_size.values():
-        if len(same_size) < 2:
-            continue
-        for i in same_size:
-            try:
-                hashes[i] = file_sha256(files[i])
-            except OSError as exc:
-                logger.warning("%s: cannot read (%s); not compared byte for byte", files[i], exc)
+    shared = [i for same_size in by_size.values() if len(same_size) > 1 for i in same_size]
+    if not shared:
+        return hashes
+    bar = ProgressBar(
+        len(shared), desc="hashing", unit="file", bar=None if progress else False, logger=logger
+    )
+    for i in shared:
+        try:
+            hashes[i] = file_sha256(files[i])
+        except OSError as exc:
+            logger.warning("%s: cannot read (%s); not compared byte for byte", files[i], exc)
+        bar.update(1)
+    bar.close()
     return hashes
 
 
@@ -202,6 +220,7 @@ def find_duplicates(
     index: str = "auto",
     nprobe: int = DUPLICATES_NPROBE,
     hash_files: bool = True,
+    progress: bool = True,
 ) -> list[DuplicateGroup]:
     """Groups of near-duplicate (cosine >= threshold) and byte-identical images.
 
@@ -213,6 +232,8 @@ def find_duplicates(
             ``ivf`` (``hnsw`` is refused: graph search misses exact ties).
         nprobe: IVF lists scanned per image.
         hash_files: Also link byte-identical files (needs the images on disk).
+        progress: Bars with the time left on a terminal (log lines elsewhere); ``False``:
+            log lines only.
 
     Returns:
         Groups of two or more images, largest first.
@@ -235,11 +256,11 @@ def find_duplicates(
     if index == "auto":
         index = "exact" if n <= EXACT_LIMIT else "ivf"
     a, b, s = _similar_pairs(
-        x, threshold=threshold, neighbours=neighbours, index=index, nprobe=nprobe
+        x, threshold=threshold, neighbours=neighbours, index=index, nprobe=nprobe, progress=progress
     )
     logger.info("%d image pairs with cosine >= %.3f", len(a), threshold)
 
-    hashes = file_hashes(emb.absolute_paths()) if hash_files else {}
+    hashes = file_hashes(emb.absolute_paths(), progress=progress) if hash_files else {}
     by_hash: dict[str, list[int]] = defaultdict(list)
     for row, digest in hashes.items():
         by_hash[digest].append(row)

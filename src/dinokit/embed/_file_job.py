@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 
 from ..data import ImageRecord
 from ..training.distributed import DistInfo, barrier
-from ._inputs import Key, failures, key, roots_of, shard
+from ._inputs import Key, embed_progress, failures, key, roots_of, shard
 from ._output import write_output, write_skipped
 from ._rows import iter_tables, make_table, read_metadata
 from ._workdir import WorkDir
@@ -128,8 +127,8 @@ class FileJob:
         root_index = {r: i for i, r in enumerate(self.roots)}
         failed: list[dict[str, str]] = []
         pending: list[tuple[list[ImageRecord], EmbeddedBatch]] = []
-        rows, seq, done, start = 0, 0, 0, time.perf_counter()
-        who = f"rank {self.dist.rank}: " if self.dist.world_size > 1 else ""
+        rows, seq = 0, 0
+        progress = embed_progress(len(mine), self.config, self.dist)
 
         def flush() -> None:
             nonlocal pending, rows, seq
@@ -154,16 +153,17 @@ class FileJob:
             atomic_write(path, lambda tmp: pq.write_table(table, tmp))
             pending, rows, seq = [], 0, seq + 1
 
-        for batch in self.embedder.iter_batches(mine):
-            failed.extend(failures(batch))
-            pending.append(([mine[i] for i in batch.indices], batch))
-            rows += len(batch.indices)
-            done += len(batch.indices) + len(batch.failed)
-            if rows >= self.config.chunk_rows:
-                flush()
-                rate = done / max(time.perf_counter() - start, 1e-9)
-                logger.info("%s%d/%d images (%.1f images/s)", who, done, len(mine), rate)
-        flush()
+        try:
+            for batch in self.embedder.iter_batches(mine):
+                failed.extend(failures(batch))
+                pending.append(([mine[i] for i in batch.indices], batch))
+                rows += len(batch.indices)
+                progress.update(len(batch.indices) + len(batch.failed))
+                if rows >= self.config.chunk_rows:
+                    flush()
+            flush()
+        finally:
+            progress.close()
         return failed
 
     def _summary(

@@ -1,10 +1,16 @@
-"""Identities and shards of listed images, shared by the in-memory and file runs."""
+"""Identities, shards and progress of listed images, shared by the in-memory and file runs."""
 
 from __future__ import annotations
 
+import logging
+
+from .._progress import ProgressBar
 from ..data import ImageRecord
 from ..training.distributed import DistInfo
+from .config import EmbedConfig
 from .embedder import EmbeddedBatch
+
+logger = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 """An image's identity in an output: (absolute input root, path relative to it)."""
@@ -29,3 +35,15 @@ def shard(items: list[ImageRecord], dist: DistInfo) -> list[ImageRecord]:
 def failures(batch: EmbeddedBatch) -> list[dict[str, str]]:
     """The unreadable images of a batch as ``{"path", "reason"}`` entries."""
     return [{"path": f.path, "reason": f.reason} for f in batch.failed]
+
+
+def embed_progress(total: int, config: EmbedConfig, dist: DistInfo) -> ProgressBar:
+    """Progress over a shard: a bar on rank 0's terminal, log lines elsewhere or if disabled."""
+    who = f"rank {dist.rank}: " if dist.world_size > 1 else ""
+    return ProgressBar(
+        total,
+        desc=f"{who}embed",
+        unit="image",
+        bar=None if config.progress and dist.is_main else False,
+        logger=logger,
+    )

@@ -36,6 +36,8 @@ class EmbedConfig:
         overwrite: Replace an existing output made differently (or discard an interrupted
             run with other options) instead of refusing.
         chunk_rows: Rows per Parquet part written while running (memory stays flat).
+        progress: A bar with the time left on a terminal (log lines elsewhere); ``False``:
+            log lines only.
     """
 
     inputs: list[str | Path]
@@ -54,6 +56,7 @@ class EmbedConfig:
     out: str | Path | None = None
     overwrite: bool = False
     chunk_rows: int = 2048
+    progress: bool = True
 
     def __post_init__(self) -> None:
         if not self.inputs:

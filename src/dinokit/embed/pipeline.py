@@ -18,7 +18,7 @@ import numpy as np
 from ..data import ImageRecord, list_images
 from ..training.distributed import DistInfo, cleanup, init_distributed, is_initialized
 from ._file_job import FileJob
-from ._inputs import failures, roots_of, shard
+from ._inputs import embed_progress, failures, roots_of, shard
 from .config import EmbedConfig, EmbedSummary
 from .embedder import Embedder, default_workers
 from .embeddings import Embeddings
@@ -59,7 +59,7 @@ def run_embed(config: EmbedConfig) -> tuple[EmbedSummary, Embeddings | None]:
         )
         listed_skips = [{"path": s.path, "reason": s.reason} for s in listing.skipped]
         if config.out is None:
-            return _in_memory(embedder, listing.records, listed_skips, dist)
+            return _in_memory(embedder, listing.records, listed_skips, dist, config)
         job = FileJob(config, embedder, listing.records, listed_skips, dist)
         return job.run(), None
     finally:
@@ -84,6 +84,7 @@ def embed(
     device: str = "auto",
     out: str | Path | None = None,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> Embeddings:
     """Embed every image of folders, list files or image files.
 
@@ -117,6 +118,7 @@ def embed(
         device=device,
         out=out,
         overwrite=overwrite,
+        progress=progress,
     )
     summary, result = run_embed(config)
     if result is not None:
@@ -130,16 +132,22 @@ def _in_memory(
     records: list[ImageRecord],
     listed_skips: list[dict[str, str]],
     dist: DistInfo,
+    config: EmbedConfig,
 ) -> tuple[EmbedSummary, Embeddings]:
     mine = shard(records, dist)
     offset = dist.rank * len(records) // dist.world_size
     indices: list[np.ndarray[Any, Any]] = []
     vectors: list[np.ndarray[Any, Any]] = []
     failed: list[dict[str, str]] = []
-    for batch in embedder.iter_batches(mine):
-        indices.append(batch.indices + offset)
-        vectors.append(batch.vectors)
-        failed.extend(failures(batch))
+    progress = embed_progress(len(mine), config, dist)
+    try:
+        for batch in embedder.iter_batches(mine):
+            indices.append(batch.indices + offset)
+            vectors.append(batch.vectors)
+            failed.extend(failures(batch))
+            progress.update(len(batch.indices) + len(batch.failed))
+    finally:
+        progress.close()
     local = (
         np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64),
         np.concatenate(vectors) if vectors else np.zeros((0, embedder.dim), dtype=np.float32),

@@ -9,7 +9,8 @@ the official DINO v1 keys (facebookresearch/dino ``vision_transformer.py``).
 The ``timm`` format writes the same tensors without dinokit's header, as a plain
 ``.safetensors`` or a ``torch.save`` state dict (``.pth``/``.pt``/``.bin``), so that
 ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=...))`` or
-``VisionTransformer.load_state_dict`` reads it. ONNX lives in :mod:`.onnx_export`.
+``VisionTransformer.load_state_dict`` reads it. ONNX lives in :mod:`.onnx_export`, the
+Hugging Face ``transformers`` folder in :mod:`.hf_format`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .weights.files import BRANCHES, DINOKIT_METADATA_KEY, WeightsFile
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-EXPORT_FORMATS: tuple[str, ...] = ("dinokit", "timm", "onnx")
+EXPORT_FORMATS: tuple[str, ...] = ("dinokit", "timm", "onnx", "transformers")
 """Formats :func:`export` writes."""
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 
@@ -160,6 +161,13 @@ _SUFFIXES = {
 
 
 def _check_suffix(out: Path, format: str) -> None:
+    if format == "transformers":  # a folder
+        if out.suffix in (".safetensors", ".pth", ".pt", ".bin", ".onnx"):
+            raise ValueError(
+                f"{out}: the transformers format is a folder (config.json, model.safetensors); "
+                "give a folder name"
+            )
+        return
     allowed = _SUFFIXES[format]
     if out.suffix not in allowed:
         raise ValueError(
@@ -183,12 +191,14 @@ def export(
     Args:
         model: Anything :func:`dinokit.load` accepts: a registered name, a run folder, an
             exported file or a weights file of a known layout.
-        out: Destination file.
+        out: Destination file (a folder for ``transformers``).
         format: ``dinokit`` (self-describing ``.safetensors``), ``timm`` (bare timm /
             official DINO state dict: ``.safetensors``, ``.pth``, ``.pt`` or ``.bin``) or
             ``onnx`` (inputs ``images`` (B, 3, S, S), outputs ``cls`` (B, D) and
             ``patch_tokens`` (B, N, D), dynamic batch axis; checked against PyTorch when
-            onnxruntime is installed).
+            onnxruntime is installed) or ``transformers`` (a folder that
+            ``transformers.AutoModel.from_pretrained`` loads: ``ViTModel`` for DINO v1,
+            ``Dinov2Model``, ``Dinov2WithRegistersModel`` with registers).
         branch: ``teacher`` or ``student`` for run folders and checkpoints holding both
             (default teacher). With a file holding one branch, it must match.
         weights: With a registered name: as in :func:`dinokit.create_backbone`.
@@ -212,8 +222,10 @@ def export(
     _check_suffix(out, format)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists: pass --overwrite (overwrite=True) to replace it")
-    if out.is_dir():
+    if out.is_dir() and format != "transformers":
         raise IsADirectoryError(f"{out} is a folder: give a file name for the export")
+    if out.is_file() and format == "transformers":
+        raise FileExistsError(f"{out} is a file: the transformers format writes a folder")
     opened = open_model(model, weights=weights, branch=branch or "teacher")
     backbone, weights_file = opened.backbone.eval(), opened.weights_file
     held = weights_file.branch if weights_file is not None else None
@@ -241,6 +253,19 @@ def export(
                 str(out),
                 backbone.config.pos_embed_size,
             )
+    elif format == "transformers":
+        from .hf_format import hf_model_type, save_transformers
+
+        metadata = backbone_metadata(
+            backbone, branch=held or branch, provenance=_provenance(weights_file, backbone)
+        )
+        save_transformers(backbone, out, metadata=metadata)
+        vit = hf_model_type(backbone.config) == "vit"  # its default pooler is no part of DINO
+        logger.info(
+            "load it with transformers.AutoModel.from_pretrained(%r%s)",
+            str(out),
+            ", add_pooling_layer=False" if vit else "",
+        )
     else:
         from .onnx_export import export_onnx
 

@@ -14,7 +14,8 @@ from .config import BackboneConfig
 from .registry import TIMM_PREFIX, get_config, list_backbones
 from .weights import read_weights, resolve_official_weights
 from .weights.convert import load_backbone_state, to_timm_layout
-from .weights.files import WeightsFile
+from .weights.files import WeightsFile, is_hf_folder
+from .weights.hub import HF_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +34,9 @@ def create_backbone(
     Args:
         name: A registered name (see :func:`list_backbones`) or ``timm:<timm ViT name>``.
         weights: ``None`` for the official pretrained weights (cache first, then download),
-            ``"none"`` for random initialisation, or a path to a weights file of any layout
-            :func:`~dinokit.models.weights.read_weights` reads.
+            ``"none"`` for random initialisation, a path to a weights file of any layout
+            :func:`~dinokit.models.weights.read_weights` reads, a transformers model folder,
+            or ``hf:<org>/<name>`` (a Hugging Face repository, cache first).
         branch: ``teacher`` or ``student`` for files that hold both.
         drop_path_rate: Stochastic depth rate (for training students).
 
@@ -80,6 +82,13 @@ def infer_config(weights_file: WeightsFile) -> BackboneConfig:
     meta = weights_file.metadata.get("backbone")
     if isinstance(meta, dict):
         return BackboneConfig.from_dict(meta)
+    hf = weights_file.metadata.get("transformers")
+    if isinstance(hf, dict):
+        from .hf_format import backbone_config_from_hf
+
+        return backbone_config_from_hf(
+            hf["config"], preprocessor=hf.get("preprocessor"), label=str(hf["label"])
+        )
     sd = to_timm_layout(weights_file.backbone)
     try:
         dim = int(sd["cls_token"].shape[-1])
@@ -115,8 +124,9 @@ def load(
     Args:
         model: A registered name or ``timm:<name>``; a training run folder (its
             ``<branch>.safetensors``, else its last checkpoint); an exported dinokit
-            ``.safetensors``; or any weights file of a known layout (the architecture is
-            recognised from the tensors).
+            ``.safetensors``; any weights file of a known layout (the architecture is
+            recognised from the tensors); a transformers model folder, or its repository id
+            as ``hf:facebook/dinov2-small`` (Hugging Face cache first, then a download).
         weights: With a name: as in :func:`create_backbone`.
         branch: ``teacher`` (default, recommended by DINO's authors) or ``student``.
         device: Where to put the model (default CPU).
@@ -160,12 +170,15 @@ def open_model(
     """
     spec = str(model)
     path = Path(spec).expanduser()
-    if path.exists():
+    from_hub = spec.startswith(HF_PREFIX)
+    if path.exists() or from_hub:
         if weights is not None:
-            logger.warning("%s is a file or folder: weights=%s is not used", spec, weights)
-        if path.is_dir():
+            logger.warning(
+                "%s is a file, folder or repository: weights=%s is not used", spec, weights
+            )
+        if path.is_dir() and not is_hf_folder(path):
             path = run_folder_file(path, branch=branch)
-        weights_file = read_weights(path, branch=branch)
+        weights_file = read_weights(spec if from_hub else path, branch=branch)
         config = infer_config(weights_file)
         backbone = Backbone(build_vit(config), config)
         fill_backbone(backbone, weights_file)
@@ -176,7 +189,8 @@ def open_model(
         return OpenedModel(backbone, _fill_named(backbone, weights, branch=branch))
     valid = ", ".join(list_backbones())
     raise FileNotFoundError(
-        f"{spec}: no such file or folder, and not a backbone name (valid names: {valid})"
+        f"{spec}: no such file or folder, and not a backbone name (valid names: {valid}, "
+        "timm:<timm ViT name>, hf:<Hugging Face repository>)"
     )
 
 

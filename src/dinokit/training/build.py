@@ -20,7 +20,8 @@ from ..dino import DINOHead, make_teacher
 from ..models import Backbone, BackboneConfig, build_vit, get_config
 from ..models.factory import NO_WEIGHTS, fill_backbone, infer_config, run_folder_file
 from ..models.weights import read_weights, resolve_official_weights
-from ..models.weights.files import WeightsFile
+from ..models.weights.files import WeightsFile, is_hf_folder
+from ..models.weights.hub import HF_PREFIX
 from .config import TrainConfig, resolve_auto
 from .model import MultiCropNetwork
 
@@ -44,12 +45,15 @@ class Networks:
 def initial_weights(config: TrainConfig) -> tuple[BackboneConfig, WeightsFile | None]:
     """Architecture and starting weights named by ``config.model`` / ``config.weights``.
 
-    ``config.model`` may also be a previous run folder or weights file (the architecture is
-    then read from it).
+    ``config.model`` may also be a previous run folder, a weights file, a transformers model
+    folder or ``hf:<org>/<name>`` (the architecture is then read from it).
     """
     model_path = Path(config.model).expanduser()
+    if config.model.startswith(HF_PREFIX):
+        weights_file = read_weights(config.model)
+        return infer_config(weights_file), weights_file
     if model_path.exists():
-        if model_path.is_dir():
+        if model_path.is_dir() and not is_hf_folder(model_path):
             model_path = run_folder_file(model_path, with_head=True)
         weights_file = read_weights(model_path)
         return infer_config(weights_file), weights_file

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from ..config_io import from_dict
 from ..dino.koleo import DINOV2_KOLEO_WEIGHT
 
+LOGGERS = ("jsonl", "tensorboard")
+"""Where training metrics go: ``metrics.jsonl`` always, TensorBoard events too."""
+
 
 @dataclass
 class TrainConfig:
@@ -82,14 +85,22 @@ class TrainConfig:
     eval_val: str | None = None
     eval_every: int = 1
     knn_k: int = 20
-    tensorboard: bool = False
+    logger: str = "jsonl"  # jsonl (metrics.jsonl) | tensorboard (also TensorBoard events)
     progress: bool = True
     resume: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, object], *, source: str = "config") -> TrainConfig:
-        """Build from a mapping; unknown keys are an error."""
-        return from_dict(cls, dict(data), source=source)
+        """Build from a mapping; unknown keys are an error.
+
+        The ``tensorboard: true/false`` key of earlier configs reads as ``logger``.
+        """
+        values = dict(data)
+        if "tensorboard" in values:
+            old = values.pop("tensorboard")
+            if old and "logger" not in values:
+                values["logger"] = "tensorboard"
+        return from_dict(cls, values, source=source)
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a clear message on an impossible value."""
@@ -99,6 +110,8 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
             raise ValueError(f"precision must be auto, bf16, fp16 or fp32, not {self.precision}")
+        if self.logger not in LOGGERS:
+            raise ValueError(f"logger must be one of {', '.join(LOGGERS)}, not {self.logger}")
         if self.centering not in ("center", "sinkhorn"):
             raise ValueError(f"centering must be center or sinkhorn, not {self.centering}")
         if self.koleo is not None and not self.koleo >= 0:

@@ -1,4 +1,4 @@
-"""``metrics.jsonl`` (one JSON object per line) and ``curves.png`` drawn from it."""
+"""``metrics.jsonl`` (one JSON object per line), its TensorBoard copy, and ``curves.png``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import logging
 from pathlib import Path
 from typing import Any
+
+from .tensorboard import TensorBoardLog
 
 logger = logging.getLogger(__name__)
 
@@ -17,23 +19,34 @@ class MetricsLog:
         path: The JSON-lines file.
         resume_step: Global step of the checkpoint resumed from (None for a new run):
             records with a larger step were lost with the interrupted steps and are removed.
+        tensorboard: Also write every record as TensorBoard scalars next to ``path``.
     """
 
-    def __init__(self, path: Path, *, resume_step: int | None = None) -> None:
+    def __init__(
+        self, path: Path, *, resume_step: int | None = None, tensorboard: bool = False
+    ) -> None:
         self.path = path
         if resume_step is not None and path.exists():
             kept = [r for r in read_metrics(path) if int(r.get("step", 0)) <= resume_step]
             path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self._tensorboard: TensorBoardLog | None = None
+        if tensorboard:
+            self._tensorboard = TensorBoardLog(path.parent, resume_step=resume_step)
         self._handle = path.open("a")
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record and flush it to disk."""
         self._handle.write(json.dumps(record) + "\n")
         self._handle.flush()
+        if self._tensorboard is not None:
+            self._tensorboard.write(record)
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file (and the TensorBoard events); closing twice is harmless."""
         self._handle.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

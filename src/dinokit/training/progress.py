@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+
+from .._progress import ProgressBar
 
 logger = logging.getLogger(__name__)
 
@@ -12,35 +13,35 @@ _SMOOTHING = 0.9  # exponential moving average of the images/s reading
 
 
 class Progress:
-    """A tqdm bar over all steps of the run, or periodic log lines when disabled.
+    """A bar over all steps of the run on a terminal, or periodic log lines.
 
     Args:
         total_steps: Steps of the whole run.
         done_steps: Steps already done (resume).
-        enabled: Draw the bar (main process, interactive use).
+        enabled: Show progress (main process, ``--no-progress`` off): a bar on a terminal,
+            log lines otherwise. Disabled: log lines only.
         log_every_s: Without a bar, log a status line this often.
     """
 
     def __init__(
         self, total_steps: int, done_steps: int, *, enabled: bool, log_every_s: float = 60.0
     ) -> None:
-        self.total = total_steps
-        self.done = done_steps
         self.images_per_second = 0.0
         self._last = time.perf_counter()
-        self._last_log = self._last
-        self._log_every_s = log_every_s
-        self._bar: Any = None
-        if enabled:
-            from tqdm import tqdm
+        self._bar = ProgressBar(
+            total_steps,
+            desc="epoch 1",
+            unit="step",
+            done=done_steps,
+            bar=None if enabled else False,
+            log_every_s=log_every_s,
+            logger=logger,
+        )
 
-            self._bar = tqdm(
-                total=total_steps,
-                initial=done_steps,
-                unit="step",
-                dynamic_ncols=True,
-                smoothing=0.1,
-            )
+    @property
+    def done(self) -> int:
+        """Steps done."""
+        return self._bar.done
 
     def update(self, stats: dict[str, float], n_images: int, *, epoch: int) -> None:
         """Record one step of ``n_images`` images (all processes)."""
@@ -49,33 +50,19 @@ class Progress:
         self._last = now
         self.images_per_second = (
             rate
-            if self.done == 0 or not self.images_per_second
+            if not self.images_per_second
             else _SMOOTHING * self.images_per_second + (1 - _SMOOTHING) * rate
         )
-        self.done += 1
-        if self._bar is not None:
-            self._bar.set_description(f"epoch {epoch + 1}", refresh=False)
-            self._bar.set_postfix(
-                loss=f"{stats['loss']:.4f}",
-                lr=f"{stats['lr']:.2e}",
-                img_s=f"{self.images_per_second:.1f}",
-                refresh=False,
-            )
-            self._bar.update(1)
-        elif now - self._last_log >= self._log_every_s:
-            self._last_log = now
-            logger.info(
-                "epoch %d step %d/%d loss %.4f lr %.2e %.1f img/s",
-                epoch + 1,
-                self.done,
-                self.total,
-                stats["loss"],
-                stats["lr"],
-                self.images_per_second,
-            )
+        self._bar.update(
+            1,
+            desc=f"epoch {epoch + 1}",
+            postfix={
+                "loss": f"{stats['loss']:.4f}",
+                "lr": f"{stats['lr']:.2e}",
+                "img/s": f"{self.images_per_second:.1f}",
+            },
+        )
 
     def close(self) -> None:
         """Remove the bar."""
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        self._bar.close()

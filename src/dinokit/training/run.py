@@ -35,6 +35,7 @@ from .optim import build_adamw, freeze_backbone, param_groups
 from .precision import autocast_context, make_grad_scaler, resolve_precision
 from .progress import Progress
 from .state import Schedules, TrainState
+from .tensorboard import check_tensorboard
 
 logger = logging.getLogger(__name__)
 
@@ -118,14 +119,16 @@ def train(config: TrainConfig) -> Path:
     """Train (or fine-tune) a DINO student/teacher pair; returns the run folder.
 
     The folder receives ``config.yaml``, ``metrics.jsonl``, ``checkpoints/last.pt``,
-    ``curves.png``, ``teacher.safetensors``, ``student.safetensors`` and, when images could
-    not be read, ``skipped.txt``.
+    ``curves.png``, ``teacher.safetensors``, ``student.safetensors``, TensorBoard event files
+    with ``logger="tensorboard"`` and, when images could not be read, ``skipped.txt``.
 
     Raises:
         KeyboardInterrupt: after Ctrl-C, once a checkpoint is saved.
         NonFiniteLossError: the loss diverged (the last good checkpoint is kept).
     """
     config.validate()
+    if config.logger == "tensorboard":
+        check_tensorboard()  # before any work, not after the first epoch
     dist = distributed.init_distributed(config.device)
     device = dist.device
     out = Path(config.out)
@@ -253,7 +256,11 @@ def _run_epochs(
         records, transform, seed=config.seed, draft_size=config.global_size
     )
     metrics = (
-        MetricsLog(out / "metrics.jsonl", resume_step=state.global_step if resumed else None)
+        MetricsLog(
+            out / "metrics.jsonl",
+            resume_step=state.global_step if resumed else None,
+            tensorboard=config.logger == "tensorboard",
+        )
         if dist.is_main
         else None
     )
@@ -294,79 +301,87 @@ def _run_epochs(
     head_warmup = config.head_warmup_epochs or 0.0
     collapse = CollapseWatch(state.loss.out_dim)
     failed: list[Failed] = []
-    with _stop_on_interrupt() as interrupt:
+    try:
+        with _stop_on_interrupt() as interrupt:
 
-        def on_step(stats: dict[str, float], n_images: int) -> None:
-            progress.update(stats, n_images * dist.world_size, epoch=state.epoch)
-            if dist.is_main:
-                collapse.update(stats, state.global_step)
-            if metrics is not None and state.global_step % config.log_every == 0:
-                metrics.write(
-                    {
-                        "kind": "step",
-                        "step": state.global_step,
-                        "epoch": round(state.epoch_float, 4),
-                        **stats,
-                        "images_per_s": progress.images_per_second,
-                    }
-                )
-            if head_warmup and state.epoch_float >= head_warmup and _frozen(state):
-                freeze_backbone(state.student, False, freeze_blocks=config.freeze_blocks)
-            if config.save_every and state.global_step % config.save_every == 0:
-                checkpoint()
+            def on_step(stats: dict[str, float], n_images: int) -> None:
+                progress.update(stats, n_images * dist.world_size, epoch=state.epoch)
+                if dist.is_main:
+                    collapse.update(stats, state.global_step)
+                if metrics is not None and state.global_step % config.log_every == 0:
+                    metrics.write(
+                        {
+                            "kind": "step",
+                            "step": state.global_step,
+                            "epoch": round(state.epoch_float, 4),
+                            **stats,
+                            "images_per_s": progress.images_per_second,
+                        }
+                    )
+                if head_warmup and state.epoch_float >= head_warmup and _frozen(state):
+                    freeze_backbone(state.student, False, freeze_blocks=config.freeze_blocks)
+                if config.save_every and state.global_step % config.save_every == 0:
+                    checkpoint()
 
-        def should_stop() -> bool:
-            return interrupt["requested"] or (
-                max_steps is not None and state.global_step >= max_steps
-            )
-
-        def stop_if_interrupted() -> None:
-            if interrupt["requested"]:
-                progress.close()
-                raise KeyboardInterrupt(
-                    f"checkpoint saved to {out / LAST_CHECKPOINT}; continue with --resume"
+            def should_stop() -> bool:
+                return interrupt["requested"] or (
+                    max_steps is not None and state.global_step >= max_steps
                 )
 
-        while state.epoch < config.epochs:
-            if max_steps is not None and state.global_step >= max_steps:
-                break  # a resumed run that already reached max_steps trains nothing more
-            if state.epoch_float < head_warmup and not _frozen(state):
-                freeze_backbone(state.student, True, freeze_blocks=config.freeze_blocks)
-            sampler = EpochBatchSampler(
-                len(records),
-                config.batch_size,
-                seed=config.seed,
-                epoch=state.epoch,
-                rank=dist.rank,
-                world_size=dist.world_size,
-                start_batch=state.step_in_epoch,
-            )
-            loader = epoch_loader(
-                dataset, sampler, workers=config.workers, pin_memory=device.type == "cuda"
-            )
-            outcome = train_one_epoch(
-                state,
-                loader,
-                device=device,
-                autocast=autocast,
-                on_step=on_step,
-                should_stop=should_stop,
-            )
-            failed.extend(outcome.failed)
-            if outcome.stopped and state.step_in_epoch < state.schedules.steps_per_epoch:
+            def stop_if_interrupted() -> None:
+                if interrupt["requested"]:
+                    progress.close()
+                    raise KeyboardInterrupt(
+                        f"checkpoint saved to {out / LAST_CHECKPOINT}; continue with --resume"
+                    )
+
+            while state.epoch < config.epochs:
+                if max_steps is not None and state.global_step >= max_steps:
+                    break  # a resumed run that already reached max_steps trains nothing more
+                if state.epoch_float < head_warmup and not _frozen(state):
+                    freeze_backbone(state.student, True, freeze_blocks=config.freeze_blocks)
+                sampler = EpochBatchSampler(
+                    len(records),
+                    config.batch_size,
+                    seed=config.seed,
+                    epoch=state.epoch,
+                    rank=dist.rank,
+                    world_size=dist.world_size,
+                    start_batch=state.step_in_epoch,
+                )
+                loader = epoch_loader(
+                    dataset, sampler, workers=config.workers, pin_memory=device.type == "cuda"
+                )
+                outcome = train_one_epoch(
+                    state,
+                    loader,
+                    device=device,
+                    autocast=autocast,
+                    on_step=on_step,
+                    should_stop=should_stop,
+                )
+                failed.extend(outcome.failed)
+                if outcome.stopped and state.step_in_epoch < state.schedules.steps_per_epoch:
+                    checkpoint()
+                    stop_if_interrupted()
+                    break
+                state.epoch += 1
+                state.step_in_epoch = 0
                 checkpoint()
-                stop_if_interrupted()
-                break
-            state.epoch += 1
-            state.step_in_epoch = 0
-            checkpoint()
-            if dist.is_main and config.keep_every and state.epoch % config.keep_every == 0:
-                save_checkpoint(out / f"checkpoints/epoch_{state.epoch:04d}.pt", state.state_dict())
-            stop_if_interrupted()  # Ctrl-C on an epoch's last step: stop, don't export
-            if state.epoch % config.eval_every == 0 or state.epoch == config.epochs:
-                evaluate_knn()
-            if outcome.stopped:
-                break
+                if dist.is_main and config.keep_every and state.epoch % config.keep_every == 0:
+                    save_checkpoint(
+                        out / f"checkpoints/epoch_{state.epoch:04d}.pt", state.state_dict()
+                    )
+                stop_if_interrupted()  # Ctrl-C on an epoch's last step: stop, don't export
+                if state.epoch % config.eval_every == 0 or state.epoch == config.epochs:
+                    evaluate_knn()
+                if outcome.stopped:
+                    break
+    except BaseException:  # Ctrl-C, a diverged loss: the logs still close
+        progress.close()
+        if metrics is not None:
+            metrics.close()
+        raise
     progress.close()
     _finish(state, config, out, dist, failed, skipped, metrics)
 

@@ -7,6 +7,8 @@ Layouts read (auto-detected):
   ``head.`` prefixes, legacy weight-norm head keys, ``dino_loss.center``, ``args``);
 * official DINOv2 hub ``.pth`` (``mask_token``, LayerScale, registers, SwiGLU);
 * timm / Hugging Face ``model.safetensors`` or ``pytorch_model.bin``;
+* Hugging Face ``transformers`` ``Dinov2Model`` / ``Dinov2WithRegistersModel`` / ``ViTModel``
+  folders (``config.json`` + weights), also by repository id (``hf:facebook/dinov2-small``);
 * dinokit exports (``.safetensors`` with dinokit metadata) and training checkpoints.
 
 ``torch.load`` always runs with ``weights_only=True``: a pickle that would import code is
@@ -30,6 +32,8 @@ import torch
 from torch import Tensor
 
 from .convert import StateDict, clean_state_dict, split_backbone_head
+from .hf_layout import CONFIG_FILE, HFFolder, hf_to_official, is_hf_layout, open_hf_folder
+from .hub import HF_PREFIX, resolve_hf_repo
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +52,14 @@ class WeightsFile:
     Attributes:
         path: The file.
         layout: ``dino-backbone``, ``dino-full-checkpoint``, ``dinov2``, ``timm``,
-            ``dinokit-export`` or ``dinokit-checkpoint``.
-        backbone: Backbone state dict (wrapper prefixes removed, DINOv2 keys as in the file).
+            ``transformers``, ``dinokit-export`` or ``dinokit-checkpoint``.
+        backbone: Backbone state dict (wrapper prefixes removed, DINOv2 keys as in the file;
+            transformers keys already mapped to the official ones).
         head: DINO projection-head state dict (reference key names), empty when absent.
         center: (1, K) DINO loss centre, when the file has one.
         branch: ``teacher`` or ``student`` for files that hold both, else None.
-        metadata: Extra information (dinokit header, the reference ``args``, ``epoch``).
+        metadata: Extra information (dinokit header, the reference ``args``, ``epoch``; for
+            transformers files ``transformers``: its ``config``, ``preprocessor`` and ``label``).
     """
 
     path: Path
@@ -208,11 +214,16 @@ def read_weights(path: str | Path, *, branch: str = "teacher") -> WeightsFile:
         UnsafeCheckpointError: a pickle that would run code.
         ValueError: an unrecognised layout.
     """
+    if str(path).startswith(HF_PREFIX):
+        folder = resolve_hf_repo(str(path))
+        return _read_hf_folder(open_hf_folder(folder, label=str(path)))
     path = Path(path).expanduser()
+    if is_hf_folder(path):
+        return _read_hf_folder(open_hf_folder(path))
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")
     if path.suffix == ".safetensors":
-        return _read_safetensors(path)
+        return _maybe_hf(_read_safetensors(path))
     obj = safe_torch_load(path)
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
@@ -235,4 +246,44 @@ def read_weights(path: str | Path, *, branch: str = "teacher") -> WeightsFile:
     layout = "dinov2" if any(k in backbone for k in dinov2_keys) else "dino-backbone"
     if path.name in ("pytorch_model.bin",):
         layout = "timm"
-    return WeightsFile(path, layout, backbone, head)
+    return _maybe_hf(WeightsFile(path, layout, backbone, head))
+
+
+def is_hf_folder(path: Path) -> bool:
+    """A folder with a transformers ``config.json`` (a run folder has ``config.yaml``)."""
+    return path.is_dir() and (path / CONFIG_FILE).is_file()
+
+
+def _read_hf_folder(hf: HFFolder) -> WeightsFile:
+    read = read_weights(hf.weights)
+    if read.layout != "transformers":
+        raise ValueError(
+            f"{hf.weights}: not transformers' ViT / DINOv2 keys, although {hf.folder} has a "
+            f"{CONFIG_FILE}; pass the weights file itself"
+        )
+    read.metadata["transformers"] = {
+        "config": hf.config,
+        "preprocessor": hf.preprocessor,
+        "label": hf.label,
+    }
+    return read
+
+
+def _maybe_hf(read: WeightsFile) -> WeightsFile:
+    """A plain state dict in transformers' key layout, mapped to the official keys."""
+    if read.layout == "dinokit-export" or not is_hf_layout(read.backbone):
+        return read
+    backbone = hf_to_official(read.backbone, source=str(read.path))
+    metadata = dict(read.metadata)
+    config_path = read.path.parent / CONFIG_FILE
+    if config_path.is_file():
+        try:
+            hf = open_hf_folder(read.path.parent)
+            metadata["transformers"] = {
+                "config": hf.config,
+                "preprocessor": hf.preprocessor,
+                "label": str(read.path.parent),
+            }
+        except (OSError, ValueError) as exc:
+            logger.info("%s: not used (%s)", config_path, exc)
+    return WeightsFile(read.path, "transformers", backbone, read.head, metadata=metadata)

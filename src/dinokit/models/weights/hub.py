@@ -1,4 +1,7 @@
-"""Finding official weights offline first: explicit file, torch hub cache, HF cache, download.
+"""Finding weights offline first: explicit file, torch hub cache, HF cache, download.
+
+Official weights are found by file name; a Hugging Face repository (``hf:facebook/dinov2-small``)
+by its snapshot in the Hugging Face cache, then downloaded when the network is there.
 
 The download path is real (it works for users with a network); without one, the failure
 is immediate and says which file to put where.
@@ -21,6 +24,9 @@ from ..config import BackboneConfig
 logger = logging.getLogger(__name__)
 
 OFFLINE_ENV = "DINOKIT_OFFLINE"
+HF_PREFIX = "hf:"
+"""Prefix of a Hugging Face repository id given as a model or weights (``hf:org/name``)."""
+HF_REPO_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 _CONNECT_TIMEOUT_S = 3.0
 _READ_TIMEOUT_S = 60.0
 
@@ -155,3 +161,69 @@ def _download_from_hf(config: BackboneConfig) -> Path:
     from huggingface_hub import hf_hub_download
 
     return Path(hf_hub_download(config.weights.hf_repo, "model.safetensors"))
+
+
+def _hf_snapshot(repo_id: str) -> Path | None:
+    """The cached snapshot of a repository holding ``config.json`` and weights, if any.
+
+    The revision ``refs/main`` points to comes first, then the most recent snapshot.
+    """
+    repo_dir = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    snapshots = sorted(
+        (p for p in repo_dir.glob("snapshots/*") if p.is_dir()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    ref = repo_dir / "refs" / "main"
+    if ref.is_file():
+        main = repo_dir / "snapshots" / ref.read_text().strip()
+        snapshots = [main, *[p for p in snapshots if p != main]]
+    for snapshot in snapshots:
+        has_weights = any(
+            (snapshot / n).is_file() for n in ("model.safetensors", "pytorch_model.bin")
+        )
+        if (snapshot / "config.json").is_file() and has_weights:
+            return snapshot
+    return None
+
+
+def resolve_hf_repo(spec: str) -> Path:
+    """Local folder of a Hugging Face model repository, downloading it when possible.
+
+    Args:
+        spec: ``hf:org/name`` (or ``org/name``).
+
+    Returns:
+        The snapshot folder (``config.json`` and ``model.safetensors`` or ``pytorch_model.bin``).
+
+    Raises:
+        ValueError: not an ``org/name`` id.
+        OfflineWeightsError: not cached and no network; the message says how to get it.
+    """
+    repo_id = spec[len(HF_PREFIX) :] if spec.startswith(HF_PREFIX) else spec
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ValueError(f"{spec}: expected a Hugging Face repository id, hf:<org>/<name>")
+    local = _hf_snapshot(repo_id)
+    if local is not None:
+        logger.info("using cached %s from %s", repo_id, local)
+        return local
+    if not network_available("https://huggingface.co"):
+        raise OfflineWeightsError(
+            f"{repo_id} is not in the Hugging Face cache {hf_cache_dir()} and cannot be "
+            f"downloaded: on a machine with a network run `huggingface-cli download {repo_id} "
+            f"{' '.join(HF_REPO_FILES)}` and copy the cache, or pass the model folder instead"
+        )
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    logger.info("downloading %s from the Hugging Face hub", repo_id)
+    try:
+        folder = Path(
+            snapshot_download(repo_id, allow_patterns=list(HF_REPO_FILES), cache_dir=hf_cache_dir())
+        )
+        if not (folder / "model.safetensors").is_file():  # older repositories: a pickle only
+            hf_hub_download(repo_id, "pytorch_model.bin", cache_dir=hf_cache_dir())
+    except Exception as exc:  # the hub client raises its own HTTP and repository errors
+        raise OfflineWeightsError(
+            f"{repo_id}: download from the Hugging Face hub failed ({exc})"
+        ) from None
+    return folder
