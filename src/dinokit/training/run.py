@@ -249,9 +249,7 @@ def _run_epochs(
         mean=state.student.backbone.config.preprocessing.mean,
         std=state.student.backbone.config.preprocessing.std,
     )
-    dataset = build_views_dataset(
-        records, transform, seed=config.seed, draft_size=config.global_size
-    )
+    dataset = build_views_dataset(records, transform, seed=config.seed)
     metrics = (
         MetricsLog(out / "metrics.jsonl", resume_step=state.global_step if resumed else None)
         if dist.is_main
