@@ -35,6 +35,7 @@ from .optim import build_adamw, freeze_backbone, param_groups
 from .precision import autocast_context, make_grad_scaler, resolve_precision
 from .progress import Progress
 from .state import Schedules, TrainState
+from .sync_batchnorm import convert_sync_batchnorm, has_batchnorms
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +186,12 @@ def _build_state(
 ) -> TrainState:
     student, teacher = nets.student.to(device), nets.teacher.to(device)
     assert config.layer_decay is not None and config.out_dim is not None  # resolved
+    if distributed.is_initialized() and has_batchnorms(student):
+        # As the reference: BatchNorm statistics of the global batch in both networks. The
+        # teacher needs no DDP wrapper for it (the reference's wrapper only served
+        # nn.SyncBatchNorm's old requirement), so it stays the bare module the EMA updates.
+        n_layers = convert_sync_batchnorm(student) + convert_sync_batchnorm(teacher)
+        logger.info("%d BatchNorm layers synchronised across processes", n_layers)
     groups = param_groups(
         student,
         layer_decay=None if config.layer_decay == 1.0 else config.layer_decay,
