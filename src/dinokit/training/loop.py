@@ -92,10 +92,11 @@ def train_step(
         )
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
-    if state.config.clip_grad > 0:
+    clip = state.config.clip_grad or 0.0  # resolved; 0 disables
+    if clip > 0:
         state.scaler.unscale_(state.optimizer)
-        clip_gradients(state.student, state.config.clip_grad)
-    if state.epoch_float < state.config.freeze_last_layer:
+        clip_gradients(state.student, clip)
+    if state.epoch_float < (state.config.freeze_last_layer or 0.0):
         cancel_last_layer_gradients(state.student.head)
     state.scaler.step(state.optimizer)
     state.scaler.update()
