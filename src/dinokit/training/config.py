@@ -16,6 +16,12 @@ from typing import Any
 
 from ..config_io import from_dict
 from ..dino.koleo import DINOV2_KOLEO_WEIGHT
+from ..dino.loss import (
+    DEFAULT_TEACHER_TEMP,
+    DEFAULT_WARMUP_TEACHER_TEMP,
+    DEFAULT_WARMUP_TEACHER_TEMP_EPOCHS,
+)
+from ..dino.multicrop import DEFAULT_GLOBAL_SCALE, DEFAULT_LOCAL_SCALE, DEFAULT_N_LOCAL_CROPS
 from .recipe import REFERENCE_BATCH, REFERENCE_MOMENTUM, Recipe, momentum_for_batch
 
 
@@ -148,9 +154,9 @@ def auto_out_dim(n_images: int | None) -> int:
 
 #: The reference's values (``main_dino.py`` defaults) of the fields a recorded recipe may set.
 REFERENCE_RECIPE: dict[str, Any] = {
-    "teacher_temp": 0.04,
-    "warmup_teacher_temp": 0.04,
-    "warmup_teacher_temp_epochs": 0,
+    "teacher_temp": DEFAULT_TEACHER_TEMP,
+    "warmup_teacher_temp": DEFAULT_WARMUP_TEACHER_TEMP,
+    "warmup_teacher_temp_epochs": DEFAULT_WARMUP_TEACHER_TEMP_EPOCHS,
     "norm_last_layer": True,
     "use_bn_in_head": False,
     "weight_decay": 0.04,
@@ -158,9 +164,9 @@ REFERENCE_RECIPE: dict[str, Any] = {
     "clip_grad": 3.0,
     "drop_path": 0.1,
     "freeze_last_layer": 1.0,
-    "local_crops": 8,
-    "global_scale": (0.4, 1.0),
-    "local_scale": (0.05, 0.4),
+    "local_crops": DEFAULT_N_LOCAL_CROPS,
+    "global_scale": DEFAULT_GLOBAL_SCALE,
+    "local_scale": DEFAULT_LOCAL_SCALE,
 }
 
 
