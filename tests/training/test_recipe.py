@@ -71,7 +71,7 @@ def continued(checkpoint: DinoFullCheckpoint, **overrides: Any) -> Networks:
 
 
 def test_momentum_rule_keeps_the_decay_per_image() -> None:
-    # m ** (B / 1024): B / 1024 steps at batch 1024 see as many images as one step at B.
+    # m ** (B / 1024): 1024 / B steps at batch B see as many images as one step at 1024.
     assert momentum_for_batch(0.996, 1024, 1024) == 0.996
     assert momentum_for_batch(0.996, 256, 1024) == pytest.approx(0.999, abs=2e-6)
     assert momentum_for_batch(0.996, 32, 1024) ** 32 == pytest.approx(0.996, rel=1e-12)
