@@ -64,7 +64,25 @@ def to_yaml_dict(config: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
 
-def write_yaml(path: str | Path, data: dict[str, Any]) -> None:
-    """Write a mapping as YAML atomically."""
+def write_yaml(
+    path: str | Path, data: dict[str, Any], *, comments: dict[str, str] | None = None
+) -> None:
+    """Write a mapping as YAML atomically.
+
+    Args:
+        path: Destination file.
+        data: The mapping (plain values).
+        comments: Top-level key -> a note written as a YAML comment at the end of its line
+            (e.g. where a resolved value came from); reading the file back ignores them.
+    """
+    text = yaml.safe_dump(data, sort_keys=False)
+    if comments:
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            key = line.split(":", 1)[0]
+            if not line.startswith((" ", "-")) and key in comments:
+                note = " ".join(comments[key].split())
+                lines[i] = f"{line}  # {note}"
+        text = "\n".join(lines) + "\n"
     with atomic_path(path) as tmp, tmp.open("w") as handle:
-        yaml.safe_dump(data, handle, sort_keys=False)
+        handle.write(text)

@@ -65,6 +65,7 @@ def extract_features(
     device: torch.device | None = None,
     autocast: contextlib.AbstractContextManager[Any] | None = None,
     normalize: bool = True,
+    generator: torch.Generator | None = None,
 ) -> ExtractedFeatures:
     """CLS features of every readable image.
 
@@ -77,6 +78,9 @@ def extract_features(
         device: Where to run (default: the backbone's device).
         autocast: A mixed-precision context; features are returned in float32.
         normalize: L2-normalise the features (cosine similarity = dot product).
+        generator: Where the loader draws its workers' base seed (default: a private
+            generator). Extraction is deterministic; the global RNG is never drawn from, so
+            a training run that extracts features in between steps stays reproducible.
     """
     transform = transform or eval_transform_for(backbone)
     device = device or next(backbone.parameters()).device
@@ -86,6 +90,7 @@ def extract_features(
         num_workers=workers,
         collate_fn=collate_skip_failed,
         pin_memory=device.type == "cuda",
+        generator=generator if generator is not None else torch.Generator(),
     )
     was_training = backbone.training
     backbone.eval()

@@ -121,7 +121,10 @@ def test_head_and_centring_flags_reach_the_config(tmp_path: Path) -> None:
         return build_config(args)
 
     default = config_of()
-    assert default.use_bn_in_head is False and default.centering == "center"
-    chosen = config_of("--use-bn-in-head", "--centering", "sinkhorn")
+    # Unset: auto (the reference's off, or what a loaded head / recorded recipe says).
+    assert default.use_bn_in_head is None and default.centering == "center"
+    assert default.norm_last_layer is None and default.momentum is None
+    chosen = config_of("--use-bn-in-head", "--centering", "sinkhorn", "--no-norm-last-layer")
     assert chosen.use_bn_in_head is True and chosen.centering == "sinkhorn"
+    assert chosen.norm_last_layer is False
     assert config_of("--no-use-bn-in-head").use_bn_in_head is False

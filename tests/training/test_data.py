@@ -64,7 +64,7 @@ def test_start_batch_skips_exactly(start: int) -> None:
 
 def views_dataset(folder: Path) -> SeededViews:
     transform = MultiCropTransform(global_size=32, local_size=16, n_local_crops=2)
-    return build_views_dataset(list_images([folder]).records, transform, seed=3, draft_size=32)
+    return build_views_dataset(list_images([folder]).records, transform, seed=3)
 
 
 def test_views_depend_only_on_seed_epoch_and_index(image_folder: Path) -> None:

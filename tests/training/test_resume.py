@@ -7,6 +7,7 @@ path masks) must be restored and must not be consumed differently by a resumed r
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -117,6 +118,27 @@ def test_resume_with_loader_workers_equals_straight_run(
     out = tmp_path / "run"
     stop_and_resume({"drop_path": 0.2, "workers": 2}, out, image_folder, (3,))
     assert_same_run(straight_run, out)
+
+
+def knn_records(run: Path) -> list[tuple[int, float]]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [(r["step"], r["knn_top1"]) for r in map(json.loads, lines) if r["kind"] == "knn"]
+
+
+@pytest.mark.parametrize("stops", [(STEPS_PER_EPOCH,), (3,)], ids=["epoch-end", "mid-epoch"])
+def test_resume_with_the_knn_monitor_equals_straight_run(
+    image_folder: Path, tmp_path: Path, stops: tuple[int, ...]
+) -> None:
+    """The monitor measures right after the epoch-end checkpoint; its loaders have their own
+    generator, so the next epoch's drop-path masks are those of a resumed run."""
+    folders = {"eval_train": str(image_folder), "eval_val": str(image_folder), "knn_k": 5}
+    monitor = {"drop_path": 0.2, **folders}
+    straight = train(tiny_config(image_folder, tmp_path / "straight", **monitor))
+    out = tmp_path / "run"
+    stop_and_resume(monitor, out, image_folder, stops)
+    assert_same_run(straight, out)
+    assert knn_records(out) == knn_records(straight)
+    assert [step for step, _ in knn_records(straight)] == [0, STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
 
 
 def test_resume_past_max_steps_trains_nothing(image_folder: Path, tmp_path: Path) -> None:

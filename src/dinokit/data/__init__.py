@@ -7,7 +7,7 @@ that reports unreadable files instead of crashing.
 """
 
 from dinokit.data.dataset import Batch, Failed, ImageDataset, Sample, collate_skip_failed
-from dinokit.data.io import ImageReadError, open_image
+from dinokit.data.io import DecodeSize, ImageReadError, apply_draft, open_image
 from dinokit.data.modes import to_rgb
 from dinokit.data.preprocess import MODES, EvalTransform, collate_images
 from dinokit.data.sources import (
@@ -23,6 +23,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "MODES",
     "Batch",
+    "DecodeSize",
     "EvalTransform",
     "Failed",
     "ImageDataset",
@@ -31,6 +32,7 @@ __all__ = [
     "ImageRecord",
     "Sample",
     "SkippedImage",
+    "apply_draft",
     "collate_images",
     "collate_skip_failed",
     "is_image_file",

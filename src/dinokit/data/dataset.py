@@ -20,7 +20,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from dinokit.data.io import ImageReadError, open_image
+from dinokit.data.io import DecodeSize, ImageReadError, open_image
 from dinokit.data.preprocess import collate_images
 from dinokit.data.sources import ImageRecord
 
@@ -108,7 +108,9 @@ class ImageDataset(Dataset[Sample[T] | Failed], Generic[T]):
             a multi-crop transform giving a list of views, ...). Must be picklable to be used
             with ``DataLoader`` worker processes.
         draft_size: Passed to ``open_image``: JPEGs may be decoded at reduced scale while the
-            short side stays >= ``draft_size`` (e.g. ``EvalTransform.draft_size``).
+            short side stays >= ``draft_size`` (e.g. ``EvalTransform.draft_size``), or while
+            they keep a :class:`~dinokit.data.io.DecodeSize` (e.g.
+            ``MultiCropTransform.decode_size``).
     """
 
     def __init__(
@@ -116,7 +118,7 @@ class ImageDataset(Dataset[Sample[T] | Failed], Generic[T]):
         images: Sequence[ImageRecord] | Sequence[str | os.PathLike[str]],
         transform: Callable[[Image.Image], T],
         *,
-        draft_size: int | None = None,
+        draft_size: int | DecodeSize | None = None,
     ) -> None:
         self._paths = _PathArray(
             [os.fspath(r.path if isinstance(r, ImageRecord) else r) for r in images]

@@ -10,12 +10,70 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dinokit.data.modes import to_rgb
 
 logger = logging.getLogger(__name__)
+
+
+#: The reduced scales a JPEG decoder offers (libjpeg's DCT scaling), largest first.
+DRAFT_SCALES = (8, 4, 2)
+
+
+@dataclass(frozen=True)
+class DecodeSize:
+    """The smallest decoded image a consumer can use without upsampling anything.
+
+    JPEG draft mode decodes at 1/2, 1/4 or 1/8 of the full size almost for free; it is
+    used only while the decoded image keeps both requirements.
+
+    Attributes:
+        short_side: Both sides at least this many pixels.
+        area: At least this many pixels in all (width x height); ``math.inf`` forbids
+            any reduction.
+    """
+
+    short_side: int
+    area: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.short_side < 1:
+            raise ValueError(
+                f"draft_size must be a positive number of pixels, got {self.short_side}"
+            )
+
+    def draft_scale(self, width: int, height: int) -> int:
+        """The largest reduction (8, 4, 2 or 1) of a ``width x height`` image that keeps
+        ``short_side`` and ``area``.
+
+        Sides are counted rounded down (PIL's own rule, ``size // scale``), so the decoded
+        image, rounded up, meets both requirements.
+        """
+        for scale in DRAFT_SCALES:
+            w, h = width // scale, height // scale
+            if min(w, h) >= self.short_side and w * h >= self.area:
+                return scale
+        return 1
+
+
+def apply_draft(image: Image.Image, need: int | DecodeSize) -> None:
+    """Lets a JPEG's decoder reduce ``image`` as far as ``need`` allows (before ``load``).
+
+    Args:
+        image: A just-opened, not yet loaded PIL image; other formats are left alone.
+        need: A :class:`DecodeSize`, or an ``int`` short side.
+    """
+    if image.format != "JPEG":
+        return
+    need = need if isinstance(need, DecodeSize) else DecodeSize(need)
+    width, height = image.size
+    scale = need.draft_scale(width, height)
+    if scale > 1:
+        # PIL picks the largest power of two <= min(W // w, H // h): exactly `scale` here.
+        image.draft("RGB", (width // scale, height // scale))
 
 
 class ImageReadError(Exception):
@@ -37,21 +95,23 @@ class ImageReadError(Exception):
         return (type(self), (self.path, self.reason))
 
 
-def open_image(path: str | os.PathLike[str], *, draft_size: int | None = None) -> Image.Image:
+def open_image(
+    path: str | os.PathLike[str], *, draft_size: int | DecodeSize | None = None
+) -> Image.Image:
     """Opens an image file as a fully decoded, upright ``RGB`` image.
 
     Steps: refuse empty files; open with PIL (decompression-bomb guard on, its warning made an
     error); for a JPEG with ``draft_size``, let the decoder downscale by 1/2, 1/4 or 1/8 while
-    both sides stay >= ``draft_size`` (so the short side keeps at least ``draft_size`` pixels);
-    decode fully (so truncated files fail here, not in a later transform); apply the EXIF
-    orientation; convert to RGB with :func:`dinokit.data.modes.to_rgb` (transparency over
-    white, 16-bit and float greyscale scaled to 8 bits). Multi-frame files give their first
-    frame.
+    the image keeps what ``draft_size`` asks (:func:`apply_draft`); decode fully (so truncated
+    files fail here, not in a later transform); apply the EXIF orientation; convert to RGB
+    with :func:`dinokit.data.modes.to_rgb` (transparency over white, 16-bit and float
+    greyscale scaled to 8 bits). Multi-frame files give their first frame.
 
     Args:
         path: The image file.
-        draft_size: Smallest short side (pixels) the caller needs, or ``None`` to decode at
-            full size. Only JPEGs are affected.
+        draft_size: Smallest short side (pixels) the caller needs, or a
+            :class:`DecodeSize` (short side and area), or ``None`` to decode at full size.
+            Only JPEGs are affected.
 
     Returns:
         An ``RGB`` image independent of the file (the file is closed).
@@ -61,16 +121,15 @@ def open_image(path: str | os.PathLike[str], *, draft_size: int | None = None) -
             large, or of a mode that cannot be converted.
     """
     name = os.fspath(path)
-    if draft_size is not None and draft_size < 1:
-        raise ValueError(f"draft_size must be a positive number of pixels, got {draft_size}")
+    need = DecodeSize(draft_size) if isinstance(draft_size, int) else draft_size
     try:
         if os.path.getsize(name) == 0:
             raise ImageReadError(name, "empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(name) as opened:
-                if draft_size is not None and opened.format == "JPEG":
-                    opened.draft("RGB", (draft_size, draft_size))
+                if need is not None:
+                    apply_draft(opened, need)
                 opened.load()
                 upright = _exif_upright(opened)
     except ImageReadError:

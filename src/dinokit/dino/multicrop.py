@@ -19,12 +19,15 @@ inverts its argument, which is not copied here.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import torch
 from PIL import Image, ImageFilter, ImageOps
 from torch import Tensor
 from torchvision import transforms as T
+
+from dinokit.data.io import DecodeSize
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ DEFAULT_LOCAL_SIZE = 96
 DEFAULT_N_LOCAL_CROPS = 8
 DEFAULT_GLOBAL_SCALE = (0.4, 1.0)
 DEFAULT_LOCAL_SCALE = (0.05, 0.4)
+#: RandomResizedCrop's aspect-ratio range (torchvision's default, kept by the reference).
+CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 #: ImageNet statistics: only a default; pass the backbone's own preprocessing values.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -149,6 +154,9 @@ class MultiCropTransform:
         if len(mean) != 3 or len(std) != 3:
             raise ValueError("MultiCropTransform: mean and std need 3 values (RGB)")
         self.n_local_crops = n_local_crops
+        self._views = [(global_size, global_scale)]
+        if n_local_crops:
+            self._views.append((local_size, local_scale))
         if blur_radius is None:
             factor = global_size / DEFAULT_GLOBAL_SIZE
             blur_radius = (BLUR_RADIUS[0] * factor, BLUR_RADIUS[1] * factor)
@@ -166,6 +174,26 @@ class MultiCropTransform:
         self.local_transform = _view_pipeline(
             local_size, local_scale, [RandomGaussianBlur(BLUR_P_LOCAL, blur_radius)], mean, std
         )
+
+    @property
+    def decode_size(self) -> DecodeSize:
+        """What an image must keep when decoded for no crop of it to be upsampled.
+
+        A crop of ``s`` of the image's area ``A`` with aspect ratio ``r`` in
+        :data:`CROP_RATIO` has sides ``sqrt(A s r)`` and ``sqrt(A s / r)``, the smaller at
+        least ``sqrt(A s_min r_min)`` (``r_min = min(ratio[0], 1 / ratio[1])`` = 3/4); it is
+        then resized to the view's size. So none is upsampled while
+        ``A >= size^2 / (s_min r_min)`` for every kind of view (local crops decide with
+        the reference values: 96 px from 5% needs ``A >= 496^2``, 224 px from 40% only
+        ``409^2``), and while the short side is at least the global size (torchvision's
+        fallback crop spans a whole side). JPEG draft mode is used within those bounds.
+        """
+        r_min = min(CROP_RATIO[0], 1.0 / CROP_RATIO[1])
+        area = max(
+            size * size / (scale[0] * r_min) if scale[0] > 0 else math.inf
+            for size, scale in self._views
+        )
+        return DecodeSize(max(size for size, _ in self._views), area)
 
     @property
     def n_crops(self) -> int:
@@ -206,7 +234,9 @@ def _view_pipeline(
     brightness, contrast, saturation, hue = COLOR_JITTER
     return T.Compose(
         [
-            T.RandomResizedCrop(size, scale=scale, interpolation=T.InterpolationMode.BICUBIC),
+            T.RandomResizedCrop(
+                size, scale=scale, ratio=CROP_RATIO, interpolation=T.InterpolationMode.BICUBIC
+            ),
             T.RandomHorizontalFlip(p=FLIP_P),
             T.RandomApply([T.ColorJitter(brightness, contrast, saturation, hue)], p=COLOR_JITTER_P),
             T.RandomGrayscale(p=GRAYSCALE_P),

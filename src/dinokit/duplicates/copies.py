@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from ..data import to_rgb
+from ..data.io import apply_draft
 
 RESAMPLE = Image.Resampling.LANCZOS
 """Filter of the downscales (what image editors and thumbnailers typically use)."""
@@ -96,7 +97,7 @@ def decode_jpeg(data: bytes, *, draft_size: int | None = None) -> Image.Image:
     """
     with Image.open(io.BytesIO(data)) as opened:
         if draft_size is not None:
-            opened.draft("RGB", (draft_size, draft_size))
+            apply_draft(opened, draft_size)
         opened.load()
         return to_rgb(opened)
 

@@ -24,6 +24,7 @@ from ..models.weights.files import WeightsFile, is_hf_folder
 from ..models.weights.hub import HF_PREFIX
 from .config import TrainConfig, resolve_auto
 from .model import MultiCropNetwork
+from .recipe import Recipe, recipe_from_args
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class Networks:
     center: Tensor | None
     config: TrainConfig  # with every auto value resolved
     base_weights: str
+    sources: dict[str, str]  # where each auto value came from
 
 
 def initial_weights(config: TrainConfig) -> tuple[BackboneConfig, WeightsFile | None]:
@@ -90,43 +92,49 @@ def _head_shape(head_state: dict[str, Tensor]) -> dict[str, int]:
     }
 
 
-def build_networks(config: TrainConfig, *, n_images: int | None = None) -> Networks:
+def build_networks(
+    config: TrainConfig, *, n_images: int | None = None, world_size: int = 1
+) -> Networks:
     """Student (with stochastic depth) and teacher (exact copy, no drop path).
 
     Args:
-        config: The requested config (*auto* values are resolved here).
+        config: The requested config (*auto* values are resolved here; an official full
+            checkpoint's recorded ``args`` fill those the user left unset).
         n_images: Training images, for the automatic ``out_dim`` (65536 when unknown).
+        world_size: Processes, for the momentum rule (total batch).
 
     Returns:
-        The networks and the config with every *auto* value resolved.
+        The networks, the config with every *auto* value resolved, and their sources.
     """
     backbone_config, weights_file = initial_weights(config)
-    backbone = Backbone(
-        build_vit(backbone_config, drop_path_rate=config.drop_path), backbone_config
-    )
-    head_state: dict[str, Tensor] = {}
-    if weights_file is not None:
-        fill_backbone(backbone, weights_file)
-        head_state = weights_file.head
+    head_state = weights_file.head if weights_file is not None else {}
     shape = _head_shape(head_state) if head_state else None
     if weights_file is None and (config.weights or "").lower() != NO_WEIGHTS:
         config = dataclasses.replace(config, weights=NO_WEIGHTS)  # e.g. vit_test: no official file
-    resolved = resolve_auto(
+    resolved, sources = resolve_auto(
         config,
         native_size=backbone_config.preprocessing.size,
         patch_size=backbone_config.patch_size,
-        head_out_dim=shape["out_dim"] if shape else None,
+        head=shape,
         n_images=n_images,
+        world_size=world_size,
+        recipe=_recorded_recipe(weights_file),
     )
-    assert resolved.out_dim is not None
+    assert resolved.out_dim is not None and resolved.drop_path is not None
+    assert resolved.use_bn_in_head is not None and resolved.norm_last_layer is not None
+    backbone = Backbone(
+        build_vit(backbone_config, drop_path_rate=resolved.drop_path), backbone_config
+    )
+    if weights_file is not None:
+        fill_backbone(backbone, weights_file)
     head = DINOHead(
         backbone_config.embed_dim,
         resolved.out_dim,
         hidden_dim=shape["hidden_dim"] if shape else resolved.hidden_dim,
         bottleneck_dim=shape["bottleneck_dim"] if shape else resolved.bottleneck_dim,
         n_layers=shape["n_layers"] if shape else 3,
-        use_bn=bool(shape["use_bn"]) if shape else resolved.use_bn_in_head,
-        norm_last_layer=bool(shape["norm_last_layer"]) if shape else resolved.norm_last_layer,
+        use_bn=resolved.use_bn_in_head,
+        norm_last_layer=resolved.norm_last_layer,
     )
     if head_state:
         head.load_state_dict(head_state)
@@ -153,4 +161,15 @@ def build_networks(config: TrainConfig, *, n_images: int | None = None) -> Netwo
         center=weights_file.center if weights_file is not None else None,
         config=resolved,
         base_weights=str(weights_file.path) if weights_file is not None else "random init",
+        sources=sources,
+    )
+
+
+def _recorded_recipe(weights_file: WeightsFile | None) -> Recipe:
+    """The training recipe recorded in an official DINO full checkpoint (else empty)."""
+    if weights_file is None or weights_file.layout != "dino-full-checkpoint":
+        return Recipe()
+    args = weights_file.metadata.get("args")
+    return recipe_from_args(
+        args if isinstance(args, dict) else None, epoch=weights_file.metadata.get("epoch")
     )

@@ -101,10 +101,15 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
 
 
 def build_views_dataset(
-    records: Sequence[ImageRecord], transform: MultiCropTransform, *, seed: int, draft_size: int
+    records: Sequence[ImageRecord], transform: MultiCropTransform, *, seed: int
 ) -> SeededViews:
-    """The training dataset: multi-crop views of each image, seeded per image and epoch."""
-    return SeededViews(ImageDataset(records, transform, draft_size=draft_size), seed)
+    """The training dataset: multi-crop views of each image, seeded per image and epoch.
+
+    JPEGs are decoded at reduced size only as far as no crop gets upsampled
+    (:attr:`MultiCropTransform.decode_size`).
+    """
+    dataset = ImageDataset(records, transform, draft_size=transform.decode_size)
+    return SeededViews(dataset, seed)
 
 
 def epoch_loader(

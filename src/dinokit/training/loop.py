@@ -20,6 +20,7 @@ import torch
 
 from ..data import Batch, Failed
 from ..dino import cancel_last_layer_gradients, koleo_per_crop, update_teacher
+from . import distributed
 from .optim import apply_schedules, clip_gradients
 from .state import TrainState
 
@@ -70,15 +71,19 @@ def train_step(
             teacher_out = state.teacher(views[:N_GLOBAL_VIEWS])
         student_out, tokens = state.student_ddp(views, with_features=True)
     loss = state.loss(student_out, teacher_out, state.epoch)
-    dino_value = float(loss.item())
-    extra: dict[str, float] = {}
+    stats = state.loss.last_stats
+    logged = {"loss": float(loss.item()), "teacher_entropy": stats["teacher_entropy"]}
+    logged["kl"] = stats["kl"]
     koleo_weight = state.config.koleo or 0.0
     if koleo_weight > 0:
         global_tokens = tokens[: N_GLOBAL_VIEWS * views[0].shape[0]]
         koleo = koleo_per_crop(global_tokens, N_GLOBAL_VIEWS)  # float32, outside autocast
-        extra["koleo"] = float(koleo.item())
+        logged["koleo"] = float(koleo.item())
         loss = loss + koleo_weight * koleo
-    loss_value = dino_value + koleo_weight * extra.get("koleo", 0.0)
+    # Per-image means of equal shares: their mean over processes is the global batch's.
+    # Every process then also sees the same non-finite loss and stops with the others.
+    logged = _mean_over_processes(logged, loss.device)
+    loss_value = logged["loss"] + koleo_weight * logged.get("koleo", 0.0)
     if not math.isfinite(loss_value):
         raise NonFiniteLossError(
             f"loss is {loss_value} at epoch {state.epoch + 1}, step {state.step_in_epoch + 1}: "
@@ -87,10 +92,11 @@ def train_step(
         )
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
-    if state.config.clip_grad > 0:
+    clip = state.config.clip_grad or 0.0  # resolved; 0 disables
+    if clip > 0:
         state.scaler.unscale_(state.optimizer)
-        clip_gradients(state.student, state.config.clip_grad)
-    if state.epoch_float < state.config.freeze_last_layer:
+        clip_gradients(state.student, clip)
+    if state.epoch_float < (state.config.freeze_last_layer or 0.0):
         cancel_last_layer_gradients(state.student.head)
     state.scaler.step(state.optimizer)
     state.scaler.update()
@@ -98,17 +104,23 @@ def train_step(
 
     state.step_in_epoch += 1
     state.global_step += 1
-    stats = state.loss.last_stats
     return {
-        "loss": dino_value,
+        "loss": logged["loss"],
         "lr": lr,
         "weight_decay": wd,
         "momentum": momentum,
         "teacher_temp": stats["teacher_temp"],
-        "teacher_entropy": stats["teacher_entropy"],
-        "kl": stats["kl"],
-        **extra,
+        **logged,
     }
+
+
+def _mean_over_processes(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Each value averaged over the processes (unchanged without a process group)."""
+    if not distributed.is_initialized():
+        return values
+    stacked = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    means = distributed.all_reduce_mean(stacked).tolist()
+    return dict(zip(values, means, strict=True))
 
 
 def train_one_epoch(

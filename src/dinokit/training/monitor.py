@@ -51,6 +51,9 @@ class KnnMonitor:
         self.workers = workers
         #: Label-free score of the reference features at the last :meth:`evaluate` call.
         self.last_quality: dict[str, float] | None = None
+        # The monitor's own generator: its loaders must not draw from the global RNG,
+        # or the drop-path masks after a measurement would differ from a resumed run's.
+        self.generator = torch.Generator().manual_seed(0)
 
     def _labels(self, records: list[Any], indices: torch.Tensor) -> torch.Tensor:
         # Val classes absent from train get label -1: never predicted, counted as wrong.
@@ -69,6 +72,7 @@ class KnnMonitor:
             "workers": self.workers,
             "device": device,
             "autocast": autocast,
+            "generator": self.generator,
         }
         train = extract_features(backbone, self.train, **kwargs)
         val = extract_features(backbone, self.val, **kwargs)

@@ -23,6 +23,7 @@ from ..config_io import to_yaml_dict, write_yaml
 from ..data import Failed, list_images
 from ..dino import DINOLoss, MultiCropTransform, cosine_schedule, scaled_lr
 from ..models import save_backbone
+from ..models.weights.files import DINOKIT_METADATA_KEY
 from . import distributed
 from .build import build_networks
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -35,6 +36,7 @@ from .optim import build_adamw, freeze_backbone, param_groups
 from .precision import autocast_context, make_grad_scaler, resolve_precision
 from .progress import Progress
 from .state import Schedules, TrainState
+from .sync_batchnorm import convert_sync_batchnorm, has_batchnorms
 from .tensorboard import check_tensorboard
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,8 @@ def build_schedules(config: TrainConfig, n_steps: int, world_size: int) -> Sched
     """Per-step lr (linear scaling + warm-up + cosine), weight decay and momentum."""
     total = config.epochs * n_steps
     assert config.lr is not None and config.warmup_epochs is not None
+    assert config.momentum is not None  # resolved
+    assert config.weight_decay is not None and config.weight_decay_end is not None
     return Schedules(
         lr=cosine_schedule(
             scaled_lr(config.lr, config.batch_size * world_size),
@@ -137,8 +141,9 @@ def train(config: TrainConfig) -> Path:
         distributed.barrier()  # every process checks the folder before rank 0 writes in it
         images = list_images(config.data)
         seed_everything(config.seed)
-        nets = build_networks(config, n_images=len(images.records))
+        nets = build_networks(config, n_images=len(images.records), world_size=dist.world_size)
         config = nets.config
+        _log_sources(config, nets.sources)
         precision = resolve_precision(config.precision, device)
         logger.info(
             "%d images, %s on %s (%s), %d process(es)",
@@ -151,7 +156,9 @@ def train(config: TrainConfig) -> Path:
 
         state = _build_state(config, nets, device, dist.world_size, len(images.records), precision)
         if resume_from is not None:
-            state.load_state_dict(load_checkpoint(resume_from))
+            saved = load_checkpoint(resume_from)
+            state.load_state_dict(saved)
+            state.sources = _resumed_sources(config, nets.sources, saved)
             logger.info(
                 "resumed from %s at epoch %d, step %d",
                 resume_from,
@@ -160,7 +167,11 @@ def train(config: TrainConfig) -> Path:
             )
         if dist.is_main:
             (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-            write_yaml(out / CONFIG_FILE, to_yaml_dict(dataclasses.replace(config, resume=False)))
+            write_yaml(
+                out / CONFIG_FILE,
+                to_yaml_dict(dataclasses.replace(config, resume=False)),
+                comments=state.sources,
+            )
         distributed.barrier()
         _run_epochs(
             state,
@@ -188,6 +199,15 @@ def _build_state(
 ) -> TrainState:
     student, teacher = nets.student.to(device), nets.teacher.to(device)
     assert config.layer_decay is not None and config.out_dim is not None  # resolved
+    assert config.local_crops is not None and config.teacher_temp is not None
+    assert config.warmup_teacher_temp is not None
+    assert config.warmup_teacher_temp_epochs is not None
+    if distributed.is_initialized() and has_batchnorms(student):
+        # As the reference: BatchNorm statistics of the global batch in both networks. The
+        # teacher needs no DDP wrapper for it (the reference's wrapper only served
+        # nn.SyncBatchNorm's old requirement), so it stays the bare module the EMA updates.
+        n_layers = convert_sync_batchnorm(student) + convert_sync_batchnorm(teacher)
+        logger.info("%d BatchNorm layers synchronised across processes", n_layers)
     groups = param_groups(
         student,
         layer_decay=None if config.layer_decay == 1.0 else config.layer_decay,
@@ -226,6 +246,7 @@ def _build_state(
         scaler=make_grad_scaler(precision, device),
         schedules=build_schedules(config, n_steps, world_size),
         base_weights=nets.base_weights,
+        sources=dict(nets.sources),
     )
 
 
@@ -242,6 +263,8 @@ def _run_epochs(
     resumed: bool,
 ) -> None:
     assert config.global_size is not None and config.local_size is not None  # resolved
+    assert config.local_crops is not None
+    assert config.global_scale is not None and config.local_scale is not None
     autocast = autocast_context(precision, device)
     transform = MultiCropTransform(
         global_size=config.global_size,
@@ -252,9 +275,7 @@ def _run_epochs(
         mean=state.student.backbone.config.preprocessing.mean,
         std=state.student.backbone.config.preprocessing.std,
     )
-    dataset = build_views_dataset(
-        records, transform, seed=config.seed, draft_size=config.global_size
-    )
+    dataset = build_views_dataset(records, transform, seed=config.seed)
     metrics = (
         MetricsLog(
             out / "metrics.jsonl",
@@ -384,6 +405,46 @@ def _run_epochs(
         raise
     progress.close()
     _finish(state, config, out, dist, failed, skipped, metrics)
+
+
+def _log_sources(config: TrainConfig, sources: dict[str, str]) -> None:
+    """One line per value taken from the weights' recorded recipe or a rule, the rest
+    (plain defaults) in one debug line."""
+    plain = []
+    for name, source in sources.items():
+        value = getattr(config, name)
+        if source.startswith(("checkpoint args", "the loaded head")) or name == "momentum":
+            logger.info("%s=%s (from %s)", name, _show(value), source)
+        else:
+            plain.append(f"{name}={_show(value)} ({source})")
+    logger.debug("automatic values: %s", ", ".join(plain))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_show(v) for v in value) + ")"
+    return str(value)
+
+
+def _resumed_sources(
+    config: TrainConfig, sources: dict[str, str], saved: dict[str, Any]
+) -> dict[str, str]:
+    """Sources of a resumed run: the first run's, for values that did not change since (a
+    resumed command-line run reads them back from config.yaml, as if set by the user)."""
+    meta = saved.get(DINOKIT_METADATA_KEY, {})
+    before, saved_sources = meta.get("train_config", {}), meta.get("config_sources", {})
+    kept = {
+        name: source
+        for name, source in saved_sources.items()
+        if name in before and _plain(getattr(config, name, None)) == before[name]
+    }
+    return kept | sources
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _gather(items: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:

@@ -48,6 +48,7 @@ class TrainState:
     scaler: torch.amp.GradScaler
     schedules: Schedules
     base_weights: str
+    sources: dict[str, str] = dataclasses.field(default_factory=dict)  # of auto values
     epoch: int = 0  # current epoch (0-based)
     step_in_epoch: int = 0  # optimizer steps done in the current epoch
     global_step: int = 0
@@ -66,6 +67,7 @@ class TrainState:
                 "backbone": self.student.backbone.config.to_dict(),
                 "train_config": _plain(dataclasses.asdict(self.config)),
                 "base_weights": self.base_weights,
+                "config_sources": dict(self.sources),
             },
             "student": _network_state(self.student),
             "teacher": _network_state(self.teacher),
