@@ -7,9 +7,11 @@ attribute (or ``None``) to change the limit.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
+from typing import IO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -61,14 +63,42 @@ def open_image(path: str | os.PathLike[str], *, draft_size: int | None = None) -
             large, or of a mode that cannot be converted.
     """
     name = os.fspath(path)
-    if draft_size is not None and draft_size < 1:
-        raise ValueError(f"draft_size must be a positive number of pixels, got {draft_size}")
+    _check_draft(draft_size)
     try:
         if os.path.getsize(name) == 0:
             raise ImageReadError(name, "empty file (0 bytes)")
+    except FileNotFoundError as error:
+        raise ImageReadError(name, "file not found") from error
+    except PermissionError as error:
+        raise ImageReadError(name, "permission denied") from error
+    except OSError as error:
+        raise ImageReadError(name, f"cannot read the file: {error}") from error
+    return _decode(name, name, draft_size)
+
+
+def open_image_bytes(data: bytes, name: str, *, draft_size: int | None = None) -> Image.Image:
+    """:func:`open_image` for an image held in memory (an upload), with the same checks.
+
+    Args:
+        data: The encoded image file.
+        name: What to call it in errors (the upload's file name).
+        draft_size: As in :func:`open_image`.
+
+    Raises:
+        ImageReadError: The data is empty, not an image, truncated or corrupt, or too large.
+    """
+    _check_draft(draft_size)
+    if not data:
+        raise ImageReadError(name, "empty file (0 bytes)")
+    return _decode(io.BytesIO(data), name, draft_size)
+
+
+def _decode(source: str | IO[bytes], name: str, draft_size: int | None) -> Image.Image:
+    """Decode ``source`` fully, upright and RGB; every failure an :class:`ImageReadError`."""
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(name) as opened:
+            with Image.open(source) as opened:
                 if draft_size is not None and opened.format == "JPEG":
                     opened.draft("RGB", (draft_size, draft_size))
                 opened.load()
@@ -95,6 +125,11 @@ def open_image(path: str | os.PathLike[str], *, draft_size: int | None = None) -
         return to_rgb(upright)
     except ValueError as error:
         raise ImageReadError(name, f"unsupported image mode {upright.mode}: {error}") from error
+
+
+def _check_draft(draft_size: int | None) -> None:
+    if draft_size is not None and draft_size < 1:
+        raise ValueError(f"draft_size must be a positive number of pixels, got {draft_size}")
 
 
 def _exif_upright(image: Image.Image) -> Image.Image:
