@@ -15,7 +15,9 @@ CLASSES = ("red", "green", "blue")
 COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
 
 
-def picture(colour: tuple[int, int, int], seed: int, size: tuple[int, int] = (72, 64)) -> Image.Image:
+def picture(
+    colour: tuple[int, int, int], seed: int, size: tuple[int, int] = (72, 64)
+) -> Image.Image:
     """A colour field with a little noise, so images of one colour are near each other."""
     rng = np.random.default_rng(seed)
     base = np.asarray(colour, dtype=np.int16)[None, None, :]

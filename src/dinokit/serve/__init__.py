@@ -30,13 +30,15 @@ def require_web() -> None:
     Raises:
         RuntimeError: FastAPI, uvicorn or python-multipart is missing, with the install line.
     """
-    missing = []
-    for module, package in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"),
-                            ("multipart", "python-multipart")):  # fmt: skip
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(package)
+    import importlib.util
+
+    wanted = {"fastapi": ("fastapi",), "uvicorn": ("uvicorn",),
+              "python-multipart": ("python_multipart", "multipart")}  # fmt: skip
+    missing = [
+        package
+        for package, modules in wanted.items()
+        if not any(importlib.util.find_spec(module) for module in modules)
+    ]
     if missing:
         raise RuntimeError(
             f"dinokit serve needs {', '.join(missing)}: pip install 'dinokit[serve]'"
