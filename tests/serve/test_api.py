@@ -18,11 +18,11 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="dinokit[serve] is not installed")
 pytest.importorskip("httpx", reason="the API tests need httpx (dinokit[dev])")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from dinokit.embed import Embeddings  # noqa: E402
-from dinokit.serve import ServeConfig, create_app  # noqa: E402
-from tests.serve._helpers import COLOURS, Served, jpeg_bytes, make_collection, picture  # noqa: E402
+from dinokit.embed import Embeddings
+from dinokit.serve import ServeConfig, create_app
+from tests.serve._helpers import COLOURS, Served, jpeg_bytes, make_collection, picture
 
 
 @pytest.fixture(scope="module")
