@@ -30,13 +30,14 @@ async function api(path, options = {}) {
   return body;
 }
 
-function thumb(id, caption, score) {
+function thumb(id, caption, score, path) {
   const img = el('img', { src: `/api/images/${id}/thumbnail?size=160`, alt: caption, loading: 'lazy' });
   const text = el('figcaption', { title: caption });
   if (score !== undefined) text.append(el('b', { text: score.toFixed(3) }), ' ');
   text.append(caption);
   const figure = el('figure', { class: 'hit', 'data-id': String(id), title: 'search from this image' },
     [img, text]);
+  if (path !== undefined) figure.dataset.path = path;
   figure.addEventListener('click', () => searchFrom(id));
   return figure;
 }
@@ -50,7 +51,7 @@ function showResults(name, picture, response) {
   const figure = el('figure', {}, [picture, el('figcaption', { text: name, title: name })]);
   $('#query').replaceChildren(el('h3', { text: 'Query' }), figure);
   $('#results').replaceChildren(...response.results.map(
-    (hit) => thumb(hit.id, hit.label ? `${hit.path} (${hit.label})` : hit.path, hit.score)));
+    (hit) => thumb(hit.id, hit.label ? `${hit.path} (${hit.label})` : hit.path, hit.score, hit.path)));
   $('#results').dataset.query = response.query;
   $('#results').dataset.state = 'done';
   setStatus(`${response.results.length} most similar images to ${response.query}`);
