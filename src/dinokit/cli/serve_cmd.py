@@ -26,7 +26,7 @@ def add_parser(subparsers: Any) -> None:
         help="bearer token every API call must carry (default: $DINOKIT_SERVE_TOKEN; none)",
     )
     parser.add_argument(
-        "-k", "--max-k", type=int, default=100, help="most results a search may ask (100)"
+        "--max-k", type=int, default=100, help="most results a search may ask (100)"
     )
     parser.add_argument(
         "--max-upload-mb", type=float, default=20.0, help="largest uploaded image in MiB (20)"
