@@ -62,6 +62,8 @@ class Outcome:
     errors: list[str] = field(default_factory=list)
     good: int = 0
     total: int = 0
+    server_cpu: float = 0.0
+    client_cpu: float = 0.0
 
 
 def multipart(data: bytes, name: str, kind: str) -> tuple[bytes, str]:
@@ -108,6 +110,12 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def send(conn: http.client.HTTPConnection, request: Request, k: int) -> int:
     """POST one upload; the answer's status (the body is read and dropped)."""
     headers = {"Content-Type": request.content_type, "Content-Length": str(len(request.body))}
@@ -121,9 +129,11 @@ def send(conn: http.client.HTTPConnection, request: Request, k: int) -> int:
     return response.status
 
 
-def load(port: int, plan: list[Request], clients: int, k: int) -> Outcome:
-    """Send ``plan`` from ``clients`` threads (each takes the next request when free)."""
+def load(port: int, plan: list[Request], clients: int, k: int, server: int) -> Outcome:
+    """Send ``plan`` from ``clients`` threads (each takes the next request when free) to the
+    server of process id ``server``."""
     outcome = Outcome()
+    cpu_before = (cpu_seconds(server), cpu_seconds(os.getpid()))
     lock = threading.Lock()
     cursor = iter(range(len(plan)))
 
@@ -160,6 +170,8 @@ def load(port: int, plan: list[Request], clients: int, k: int) -> Outcome:
     for thread in threads:
         thread.join()
     outcome.seconds = time.perf_counter() - began
+    outcome.server_cpu = cpu_seconds(server) - cpu_before[0]
+    outcome.client_cpu = cpu_seconds(os.getpid()) - cpu_before[1]
     return outcome
 
 
@@ -190,16 +202,20 @@ def start_server(embeddings: Path, port: int, args: argparse.Namespace) -> subpr
     raise SystemExit("the server did not start")
 
 
-def embed_rate(files: list[Path], out: Path, args: argparse.Namespace) -> float:
-    """``dinokit embed`` images/s end to end on ``files`` (after a warm-up run)."""
+def embed_rates(files: list[Path], out: Path, args: argparse.Namespace) -> list[float]:
+    """``dinokit embed`` images/s end to end on ``files``: ``--embed-runs`` timed runs after a
+    warm-up run (the machine may be shared: the best of them is the one compared)."""
     listing = out.with_suffix(".txt")
     listing.write_text("".join(f"{p}\n" for p in files))
     config = dict(model=args.model, weights="none", precision=args.precision,
                   batch_size=args.batch_size)  # fmt: skip
-    run_embed(EmbedConfig(inputs=[listing], out=out.with_name("warm.parquet"), **config))
-    began = time.perf_counter()
-    run_embed(EmbedConfig(inputs=[listing], out=out, **config))
-    return len(files) / (time.perf_counter() - began)
+    run_embed(EmbedConfig(inputs=[listing], out=out, **config))  # warm-up; the served file
+    rates = []
+    for i in range(args.embed_runs):  # each to a new file: an existing one would be reused
+        began = time.perf_counter()
+        run_embed(EmbedConfig(inputs=[listing], out=out.with_name(f"run{i}.parquet"), **config))
+        rates.append(len(files) / (time.perf_counter() - began))
+    return rates
 
 
 def report(name: str, outcome: Outcome, before: float, after: float) -> None:
@@ -209,6 +225,9 @@ def report(name: str, outcome: Outcome, before: float, after: float) -> None:
     print(f"  searches/s              {outcome.good / outcome.seconds:.1f}")
     print(f"  latency p50 / p99       {np.percentile(ms, 50):.1f} / {np.percentile(ms, 99):.1f} ms")
     print(f"  errors                  {len(outcome.errors)} {sorted(set(outcome.errors))[:3]}")
+    per = 1000 / outcome.total
+    print(f"  CPU per request         server {outcome.server_cpu * per:.1f} ms, "
+          f"clients {outcome.client_cpu * per:.1f} ms")  # fmt: skip
     print(f"  server RSS before/after {before:.0f} / {after:.0f} MiB ({after - before:+.0f})")
 
 
@@ -222,25 +241,28 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="searches per load run")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--embed-runs", type=int, default=3, help="timed dinokit embed runs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     files = [Path(r.root) / r.relpath for r in list_images(args.data).records][: args.images]
     with tempfile.TemporaryDirectory() as tmp:
         embeddings = Path(tmp) / "emb.parquet"
-        rate = embed_rate(files, embeddings, args)
+        rates = embed_rates(files, embeddings, args)
         port = free_port()
         server = start_server(embeddings, port, args)
         try:
             good, bad = good_requests(files), bad_requests(files)
-            load(port, [good[i % len(good)] for i in range(64)], args.clients, args.k)  # warm-up
+            load(
+                port, [good[i % len(good)] for i in range(64)], args.clients, args.k, server.pid
+            )  # warm-up
             before = rss_mib(server.pid)
             plan = [good[i % len(good)] for i in range(args.requests)]
-            clean = load(port, plan, args.clients, args.k)
+            clean = load(port, plan, args.clients, args.k, server.pid)
             middle = rss_mib(server.pid)
             mixed_plan = [bad[i // 4 % len(bad)] if i % 4 == 3 else good[i % len(good)]
                           for i in range(args.requests)]  # fmt: skip
-            mixed = load(port, mixed_plan, args.clients, args.k)
+            mixed = load(port, mixed_plan, args.clients, args.k, server.pid)
             after = rss_mib(server.pid)
         finally:
             server.terminate()
@@ -249,9 +271,10 @@ def main() -> None:
     print(f"model {args.model}, precision {args.precision}, {len(files)} images, {setting}")
     report("(a) upload searches", clean, before, middle)
     report("(b) with 1 in 4 uploads bad", mixed, middle, after)
-    served = clean.good / clean.seconds
-    print(f"\n(c) dinokit embed          {rate:.1f} images/s")
-    print(f"    searches / embed       {served / rate:.2f} (target >= 0.8)")
+    served, best = clean.good / clean.seconds, max(rates)
+    runs = ", ".join(f"{r:.1f}" for r in rates)
+    print(f"\n(c) dinokit embed          {best:.1f} images/s (best of {runs})")
+    print(f"    searches / embed       {served / best:.2f} (target >= 0.8)")
 
 
 if __name__ == "__main__":
