@@ -43,7 +43,9 @@ class Collection:
         cache: Read and write the index cache next to the file.
     """
 
-    def __init__(self, embeddings_file: str | Path, *, index: str = "auto", cache: bool = True):
+    def __init__(
+        self, embeddings_file: str | Path, *, index: str = "auto", cache: bool = True
+    ) -> None:
         self.file = Path(embeddings_file)
         emb, self.index = index_for_file(self.file, kind=index, cache=cache)
         if len(emb) == 0:
