@@ -47,13 +47,12 @@ def test_concurrent_requests_share_forward_passes_and_get_their_own_rows() -> No
     assert all(model.inference)
 
 
-def test_a_lone_request_waits_at_most_max_wait() -> None:
+def test_a_lone_request_is_answered_alone() -> None:
     model = Recorder(delay=0)
     batcher = MicroBatcher(model, max_batch=32, max_wait_s=0.01)
-    began = time.perf_counter()
-    batcher.submit(torch.ones(3, 2, 2)).result(timeout=10)
+    # It does not wait for a full batch that never comes (the timeout only guards a hang).
+    assert float(batcher.submit(torch.ones(3, 2, 2)).result(timeout=60)[0]) == 2.0
     assert model.sizes == [1]
-    assert time.perf_counter() - began < 5  # not stuck waiting for a full batch
     batcher.close()
 
 
