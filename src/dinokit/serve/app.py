@@ -173,7 +173,8 @@ def build_app(service: SearchService) -> FastAPI:
     app.add_exception_handler(PermissionError, _error(403))
     app.add_exception_handler(ModelUnavailableError, _error(503))
 
-    def authorised(request: Request) -> None:
+    async def authorised(request: Request) -> None:
+        # async: a plain function would cost every API call a hop to the thread pool.
         if not config.token:
             return
         header = request.headers.get("authorization", "")
