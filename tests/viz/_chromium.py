@@ -121,16 +121,24 @@ def _problems(events: list[dict[str, Any]]) -> list[str]:
 
 
 def open_page(
-    chromium: str, page: Path, *, expression: str, settle: str = "", width: int = 1280
+    chromium: str,
+    page: Path | str,
+    *,
+    expression: str,
+    settle: str = "",
+    width: int = 1280,
+    files: dict[str, Path] | None = None,
 ) -> PageRun:
     """Load ``page`` in headless Chromium and report what happened.
 
     Args:
         chromium: The executable.
-        page: An HTML file.
+        page: An HTML file, or a URL.
         expression: JavaScript evaluated after the load event; its JSON value is returned.
         settle: JavaScript run first that returns a promise to await (e.g. images loading).
         width: Viewport width in CSS pixels.
+        files: ``{CSS selector of an <input type=file>: file}`` chosen after the load event,
+            as a user picking a file would (the input's change event fires).
 
     Returns:
         Console errors/warnings, exceptions and failed loads; the value; a full-page PNG.
@@ -167,8 +175,19 @@ def open_page(
             ]
             for domain in ("Runtime", "Log", "Page"):
                 pipe.call(f"{domain}.enable", session=session)
-            pipe.call("Page.navigate", {"url": page.resolve().as_uri()}, session=session)
+            url = page if isinstance(page, str) else page.resolve().as_uri()
+            pipe.call("Page.navigate", {"url": url}, session=session)
             pipe.wait_for("Page.loadEventFired")
+            for selector, file in (files or {}).items():
+                root = pipe.call("DOM.getDocument", session=session)["root"]["nodeId"]
+                node = pipe.call(
+                    "DOM.querySelector", {"nodeId": root, "selector": selector}, session=session
+                )["nodeId"]
+                pipe.call(
+                    "DOM.setFileInputFiles",
+                    {"nodeId": node, "files": [str(file.resolve())]},
+                    session=session,
+                )
             if settle:
                 pipe.call(
                     "Runtime.evaluate",

@@ -24,6 +24,7 @@ from . import (
     report_cmd,
     sample_cmd,
     search_cmd,
+    serve_cmd,
     train_cmd,
 )
 
@@ -41,6 +42,7 @@ _COMMANDS = (
     duplicates_cmd,
     cluster_cmd,
     evaluate_cmd,
+    serve_cmd,
 )
 
 

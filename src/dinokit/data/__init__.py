@@ -7,7 +7,7 @@ that reports unreadable files instead of crashing.
 """
 
 from dinokit.data.dataset import Batch, Failed, ImageDataset, Sample, collate_skip_failed
-from dinokit.data.io import DecodeSize, ImageReadError, apply_draft, open_image
+from dinokit.data.io import DecodeSize, ImageReadError, apply_draft, open_image, open_image_bytes
 from dinokit.data.modes import to_rgb
 from dinokit.data.preprocess import MODES, EvalTransform, collate_images
 from dinokit.data.sources import (
@@ -38,5 +38,6 @@ __all__ = [
     "is_image_file",
     "list_images",
     "open_image",
+    "open_image_bytes",
     "to_rgb",
 ]

@@ -7,10 +7,12 @@ attribute (or ``None``) to change the limit.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
 from dataclasses import dataclass
+from typing import IO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -125,9 +127,40 @@ def open_image(
     try:
         if os.path.getsize(name) == 0:
             raise ImageReadError(name, "empty file (0 bytes)")
+    except FileNotFoundError as error:
+        raise ImageReadError(name, "file not found") from error
+    except PermissionError as error:
+        raise ImageReadError(name, "permission denied") from error
+    except OSError as error:
+        raise ImageReadError(name, f"cannot read the file: {error}") from error
+    return _decode(name, name, need)
+
+
+def open_image_bytes(
+    data: bytes, name: str, *, draft_size: int | DecodeSize | None = None
+) -> Image.Image:
+    """:func:`open_image` for an image held in memory (an upload), with the same checks.
+
+    Args:
+        data: The encoded image file.
+        name: What to call it in errors (the upload's file name).
+        draft_size: As in :func:`open_image`.
+
+    Raises:
+        ImageReadError: The data is empty, not an image, truncated or corrupt, or too large.
+    """
+    need = DecodeSize(draft_size) if isinstance(draft_size, int) else draft_size
+    if not data:
+        raise ImageReadError(name, "empty file (0 bytes)")
+    return _decode(io.BytesIO(data), name, need)
+
+
+def _decode(source: str | IO[bytes], name: str, need: DecodeSize | None) -> Image.Image:
+    """Decode ``source`` fully, upright and RGB; every failure an :class:`ImageReadError`."""
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(name) as opened:
+            with Image.open(source) as opened:
                 if need is not None:
                     apply_draft(opened, need)
                 opened.load()

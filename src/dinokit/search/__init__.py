@@ -3,7 +3,7 @@
 from ._callable import make_callable
 from .cache import index_for_file
 from .index import KINDS, VectorIndex, build_index, exact_search, recall_at_k
-from .query import Neighbour, SearchResult, embed_query_images, search
+from .query import Neighbour, SearchResult, embed_query_images, neighbours_of, search
 
 __all__ = [
     "KINDS",
@@ -14,6 +14,7 @@ __all__ = [
     "embed_query_images",
     "exact_search",
     "index_for_file",
+    "neighbours_of",
     "recall_at_k",
     "search",
 ]

@@ -101,14 +101,29 @@ def embed_query_images(embeddings: Embeddings, images: Sequence[str | Path]) -> 
     return vectors
 
 
-def _hits(
-    emb: Embeddings, scores: NDArray[np.float32], ids: NDArray[np.int64], k: int, skip: int | None
+def neighbours_of(
+    paths: Sequence[str],
+    labels: Sequence[str | None],
+    scores: NDArray[np.float32],
+    ids: NDArray[np.int64],
+    k: int,
+    skip: int | None = None,
 ) -> list[Neighbour]:
+    """The hits of one query from one row of :meth:`VectorIndex.search`'s output.
+
+    Args:
+        paths: (N,) stored path of every indexed row.
+        labels: (N,) label of every indexed row.
+        scores: (k',) scores of the query, best first.
+        ids: (k',) row ids (``-1`` pads).
+        k: Hits to keep.
+        skip: A row left out (an indexed query image itself).
+    """
     out: list[Neighbour] = []
     for score, row in zip(scores.tolist(), ids.tolist(), strict=True):
         if row < 0 or row == skip:
             continue
-        out.append(Neighbour(len(out) + 1, float(score), int(row), emb.paths[row], emb.labels[row]))
+        out.append(Neighbour(len(out) + 1, float(score), int(row), paths[row], labels[row]))
         if len(out) == k:
             break
     return out
@@ -199,6 +214,6 @@ def search(
     k_search = min(k + 1, len(emb))
     scores, ids = vindex.search(queries, k_search)
     return [
-        SearchResult(name, _hits(emb, scores[i], ids[i], k, skips[i]))
+        SearchResult(name, neighbours_of(emb.paths, emb.labels, scores[i], ids[i], k, skips[i]))
         for i, name in enumerate(names)
     ]
