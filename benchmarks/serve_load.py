@@ -2,16 +2,17 @@
 
 Prints, measured in one run with the same images, model and precision:
 
-(a) upload searches under 16 concurrent clients: searches/s, p50 and p99 latency, errors (any
-    answer but 200), and the server's resident memory before and after (flat: no growth with
-    the number of requests);
+(a) upload searches under 16 concurrent clients, in ``--rounds`` consecutive rounds of
+    ``--requests`` each: searches/s, p50 and p99 latency, errors (any answer but 200), and the
+    server's resident memory after the warm-up and after each round (flat: it stops growing
+    after the first round, whatever the number of requests);
 (b) the same with a mix of bad uploads (not an image, truncated, empty, wrong content type,
     over the size limit): errors are answers other than the expected 200 / 400 / 415 / 413;
 (c) ``dinokit embed``'s images/s on the same images, and the ratio of (a)'s searches/s to it
     (target >= 0.8: what batching concurrent requests through one forward pass is for).
 
     python benchmarks/serve_load.py [--data ../shared/data/imagenette-mini] [--images 64]
-        [--model vit_test] [--requests 2000] [--clients 16] [--precision auto]
+        [--model vit_test] [--requests 2000] [--rounds 4] [--clients 16] [--precision auto]
 
 The server runs as its own process (``python -m dinokit serve``); the clients are threads of
 this one, each on its own keep-alive connection, sending pre-built multipart bodies. The model
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import json
 import logging
 import os
 import socket
@@ -34,6 +36,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +58,7 @@ class Request:
 
 @dataclass
 class Outcome:
-    """What one load run measured."""
+    """What one or more load runs measured."""
 
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
@@ -175,6 +178,20 @@ def load(port: int, plan: list[Request], clients: int, k: int, server: int) -> O
     return outcome
 
 
+def combined(outcomes: list[Outcome]) -> Outcome:
+    """Consecutive load runs as one."""
+    out = Outcome()
+    for o in outcomes:
+        out.seconds += o.seconds
+        out.latencies += o.latencies
+        out.errors += o.errors
+        out.good += o.good
+        out.total += o.total
+        out.server_cpu += o.server_cpu
+        out.client_cpu += o.client_cpu
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -202,6 +219,15 @@ def start_server(embeddings: Path, port: int, args: argparse.Namespace) -> subpr
     raise SystemExit("the server did not start")
 
 
+def server_health(port: int) -> dict[str, Any]:
+    """The server's ``/api/health`` answer."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/api/health")
+    answer: dict[str, Any] = json.loads(conn.getresponse().read())
+    conn.close()
+    return answer
+
+
 def embed_rates(files: list[Path], out: Path, args: argparse.Namespace) -> list[float]:
     """``dinokit embed`` images/s end to end on ``files``: ``--embed-runs`` timed runs after a
     warm-up run (the machine may be shared: the best of them is the one compared)."""
@@ -218,7 +244,8 @@ def embed_rates(files: list[Path], out: Path, args: argparse.Namespace) -> list[
     return rates
 
 
-def report(name: str, outcome: Outcome, before: float, after: float) -> None:
+def report(name: str, outcome: Outcome, rss: list[float]) -> None:
+    """Print a load run's numbers; ``rss``: the server's MiB before it and after each round."""
     ms = np.asarray(outcome.latencies) * 1000
     print(f"\n{name}")
     print(f"  requests                {outcome.total} ({outcome.good} good searches)")
@@ -228,7 +255,9 @@ def report(name: str, outcome: Outcome, before: float, after: float) -> None:
     per = 1000 / outcome.total
     print(f"  CPU per request         server {outcome.server_cpu * per:.1f} ms, "
           f"clients {outcome.client_cpu * per:.1f} ms")  # fmt: skip
-    print(f"  server RSS before/after {before:.0f} / {after:.0f} MiB ({after - before:+.0f})")
+    curve = " -> ".join(f"{r:.0f}" for r in rss)
+    print(f"  server RSS              {curve} MiB ({rss[-1] - rss[0]:+.0f}; "
+          f"{rss[-1] - rss[min(1, len(rss) - 1)]:+.0f} after the first round)")  # fmt: skip
 
 
 def main() -> None:
@@ -238,7 +267,8 @@ def main() -> None:
     parser.add_argument("--model", default="vit_test")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--batch-size", type=int, default=64, help="dinokit embed's batch")
-    parser.add_argument("--requests", type=int, default=2000, help="searches per load run")
+    parser.add_argument("--requests", type=int, default=2000, help="searches per load round")
+    parser.add_argument("--rounds", type=int, default=4, help="consecutive rounds of (a)")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--embed-runs", type=int, default=3, help="timed dinokit embed runs")
@@ -256,21 +286,26 @@ def main() -> None:
             load(
                 port, [good[i % len(good)] for i in range(64)], args.clients, args.k, server.pid
             )  # warm-up
-            before = rss_mib(server.pid)
+            curve = [rss_mib(server.pid)]
             plan = [good[i % len(good)] for i in range(args.requests)]
-            clean = load(port, plan, args.clients, args.k, server.pid)
-            middle = rss_mib(server.pid)
+            rounds = []
+            for _ in range(args.rounds):
+                rounds.append(load(port, plan, args.clients, args.k, server.pid))
+                curve.append(rss_mib(server.pid))
+            clean = combined(rounds)
             mixed_plan = [bad[i // 4 % len(bad)] if i % 4 == 3 else good[i % len(good)]
                           for i in range(args.requests)]  # fmt: skip
             mixed = load(port, mixed_plan, args.clients, args.k, server.pid)
             after = rss_mib(server.pid)
+            health = server_health(port)
         finally:
             server.terminate()
             server.wait(timeout=30)
     setting = f"{args.clients} clients, k={args.k}, {os.cpu_count()} CPUs"
     print(f"model {args.model}, precision {args.precision}, {len(files)} images, {setting}")
-    report("(a) upload searches", clean, before, middle)
-    report("(b) with 1 in 4 uploads bad", mixed, middle, after)
+    report(f"(a) upload searches, {args.rounds} rounds of {args.requests}", clean, curve)
+    report("(b) with 1 in 4 uploads bad", mixed, [curve[-1], after])
+    print(f"  forward passes          {health['batches']} for {health['embedded']} images")
     served, best = clean.good / clean.seconds, max(rates)
     runs = ", ".join(f"{r:.1f}" for r in rates)
     print(f"\n(c) dinokit embed          {best:.1f} images/s (best of {runs})")

@@ -77,3 +77,23 @@ def test_shapes_are_batched_apart_and_a_failing_pass_fails_only_its_requests() -
     batcher.close()
     with pytest.raises(RuntimeError, match="stopped"):
         batcher.submit(torch.ones(3, 2, 2))
+
+
+def test_on_idle_runs_once_after_a_burst_and_a_failing_one_does_not_stop_the_worker() -> None:
+    idle = threading.Semaphore(0)
+    calls: list[int] = []
+
+    def on_idle() -> None:
+        calls.append(len(calls))
+        idle.release()
+        raise OSError("could not trim")
+
+    batcher = MicroBatcher(Recorder(delay=0), max_wait_s=0, on_idle=on_idle, idle_s=0.01)
+    assert not idle.acquire(timeout=0.1)  # nothing embedded yet: nothing to tidy
+    for burst in (1, 2):
+        assert float(batcher.submit(torch.ones(3, 2, 2)).result(timeout=60)[0]) == 2.0
+        assert idle.acquire(timeout=60)  # the timeout only guards a hang
+        assert calls == list(range(burst))
+    # Once per burst: a quiet worker does not call it again (a slow machine cannot either).
+    assert not idle.acquire(timeout=0.1)
+    batcher.close()

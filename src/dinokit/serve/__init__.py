@@ -66,6 +66,9 @@ def serve(config: ServeConfig) -> None:
     require_web()
     import uvicorn
 
+    from ._memory import tune_allocator
+
+    tune_allocator()  # before uvicorn's and the batcher's threads: memory stays flat under load
     if not config.loopback and not config.token:
         logger.warning(
             "serving on %s without a token: anyone who can reach this port can search and add "

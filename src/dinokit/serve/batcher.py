@@ -7,6 +7,8 @@ batch (one batch per distinct shape, for ``native`` preprocessing) and hands eac
 row. Under load the queue fills while the model runs, so the next batch is full at once and
 the wait costs nothing; a lone request waits at most ``max_wait_s``. This is what
 clip-retrieval's and Triton's dynamic batching do, in a few lines of the standard library.
+When no image has come for ``idle_s`` after a batch, the worker calls ``on_idle`` once (the
+server gives the allocator's free memory back then, at no cost to a waiting request).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ DEFAULT_MAX_BATCH = 32
 
 DEFAULT_MAX_WAIT_S = 0.005
 """How long the first image of a batch waits for others (seconds)."""
+
+DEFAULT_IDLE_S = 0.5
+"""How long the worker waits without images before it calls ``on_idle`` (seconds)."""
 
 
 @dataclass
@@ -64,6 +69,9 @@ class MicroBatcher:
         max_batch: Images per call at most.
         max_wait_s: How long the first image of a batch waits for more.
         name: Name of the worker thread.
+        on_idle: Called from the worker thread once after each burst of batches, when no
+            image has arrived for ``idle_s``.
+        idle_s: See ``on_idle``.
     """
 
     def __init__(
@@ -73,6 +81,8 @@ class MicroBatcher:
         max_batch: int = DEFAULT_MAX_BATCH,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
         name: str = "dinokit-batcher",
+        on_idle: Callable[[], None] | None = None,
+        idle_s: float = DEFAULT_IDLE_S,
     ) -> None:
         if max_batch < 1 or max_wait_s < 0:
             raise ValueError(
@@ -81,6 +91,8 @@ class MicroBatcher:
         self.forward = forward
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self.on_idle = on_idle
+        self.idle_s = idle_s
         self.stats = BatcherStats()
         self._queue: queue.Queue[_Job | object] = queue.Queue()
         self._closed = False
@@ -136,13 +148,27 @@ class MicroBatcher:
 
     def _work(self) -> None:
         stop = False
+        busy = False  # batches run since on_idle was last called
         while not stop:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self.idle_s if busy else None)
+            except queue.Empty:
+                busy = False
+                self._idle()
+                continue
             if item is _STOP:
                 break
             assert isinstance(item, _Job)
             jobs, stop = self._gather(item)
             self._run(jobs)
+            busy = self.on_idle is not None
+
+    def _idle(self) -> None:
+        assert self.on_idle is not None
+        try:
+            self.on_idle()
+        except Exception:  # housekeeping only: the worker keeps serving
+            logger.exception("the idle callback failed")
 
     def _run(self, jobs: list[_Job]) -> None:
         # One forward pass per distinct shape (``native`` preprocessing keeps aspect ratios).

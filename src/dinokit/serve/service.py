@@ -26,6 +26,7 @@ from ..data.io import ImageReadError, open_image_bytes
 from ..embed import Embedder
 from ..viz._inputs import Clusters, DuplicateGroup, read_clusters, read_duplicate_groups
 from ..viz._thumbs import Thumbnail, encode_thumbnail
+from ._memory import release_free_memory
 from .batcher import MicroBatcher
 from .collection import Collection, UnknownImageError
 from .config import ServeConfig
@@ -81,7 +82,10 @@ class SearchService:
         self.batcher: MicroBatcher | None = None
         if self.embedder is not None:
             self.batcher = MicroBatcher(
-                self._forward, max_batch=config.max_batch, max_wait_s=config.max_wait_ms / 1000
+                self._forward,
+                max_batch=config.max_batch,
+                max_wait_s=config.max_wait_ms / 1000,
+                on_idle=release_free_memory,
             )
         base = self.collection.base
         self.clusters: Clusters | None = (
