@@ -83,6 +83,7 @@ def reference_forward(sd: StateDict, x: Tensor, *, heads: int) -> dict[str, Tens
             [k[:, :, :prefix], k[:, :, prefix:] * cos + _rotate_half(k[:, :, prefix:]) * sin], 2
         )
         a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, d)
+        attn = (q @ k.transpose(-2, -1) / math.sqrt(d // heads)).softmax(-1)  # sdpa's weights
         t = t + g["ls1.gamma"] * F.linear(a, g["attn.proj.weight"], g["attn.proj.bias"])
         y = F.layer_norm(t, (d,), g["norm2.weight"], g["norm2.bias"], EPS)
         if "mlp.w1.weight" in g:
@@ -95,7 +96,7 @@ def reference_forward(sd: StateDict, x: Tensor, *, heads: int) -> dict[str, Tens
             y = F.linear(y, g["mlp.fc2.weight"], g["mlp.fc2.bias"])
         t = t + g["ls2.gamma"] * y
     t = F.layer_norm(t, (d,), sd["norm.weight"], sd["norm.bias"], EPS)
-    return {"cls": t[:, 0], "registers": t[:, 1:prefix], "patches": t[:, prefix:]}
+    return {"cls": t[:, 0], "registers": t[:, 1:prefix], "patches": t[:, prefix:], "attn": attn}
 
 
 @pytest.fixture(scope="module")
@@ -216,15 +217,24 @@ def test_timm_file_and_dinokit_export_reload(tmp_path: Path) -> None:
         torch.testing.assert_close(from_timm(x), backbone(x), atol=0, rtol=0)
 
 
-def test_attention_leaves_registers_out_of_maps() -> None:
-    """float32: the CLS row over all tokens sums to 1; the maps keep only patch columns."""
-    backbone = dinokit.create_backbone("dinov3_test", weights="none").eval()
+def test_attention_maps_are_the_reference_weights_without_registers(tmp_path: Path) -> None:
+    """float32: last-block weights equal the reference's; the maps keep the patch columns."""
+    from dinokit.viz.attention import cls_attention
+
+    config = get_config("dinov3_test")
+    sd = dinov3_official_state(config, seed=6)
+    path = tmp_path / "weights.pth"
+    torch.save(sd, path)
+    backbone = dinokit.load("dinov3_test", weights=path)
     x = images(1, 64, 96, seed=0)
     with torch.no_grad():
         attn = backbone.get_last_selfattention(x)
+        maps = cls_attention(backbone, x)
+    ref = reference_forward(sd, x, heads=config.num_heads)["attn"]
     assert attn.shape == (1, 4, 5 + 8 * 12, 5 + 8 * 12)
-    torch.testing.assert_close(attn.sum(-1), torch.ones(1, 4, 101))
-    assert backbone.num_prefix_tokens == 5
+    torch.testing.assert_close(attn, ref, atol=1e-5, rtol=0)
+    cls_to_patches = ref[:, :, 0, 5:] / ref[:, :, 0, 5:].sum(-1, keepdim=True)
+    torch.testing.assert_close(maps, cls_to_patches.reshape(1, 4, 8, 12), atol=1e-5, rtol=0)
 
 
 def test_missing_official_file_says_how_to_obtain_it() -> None:

@@ -174,6 +174,11 @@ def hf_model_type(config: BackboneConfig) -> str:
             f"{config.name} has no faithful transformers equivalent (its blocks are timm's); "
             "export it with --format timm or --format dinokit instead"
         )
+    if config.family == "dinov3":
+        raise ValueError(
+            f"{config.name}: dinokit does not write transformers' DINOv3 layout "
+            "(DINOv3ViTModel); export it with --format timm or --format dinokit instead"
+        )
     if config.reg_tokens:
         return "dinov2_with_registers"
     return "dinov2" if config.layer_scale is not None or config.mlp == "swiglu" else "vit"
