@@ -280,3 +280,26 @@ def test_models_table_gives_licence_and_weight_memory() -> None:
     assert row["licence"] == "DINOv3 License"
     assert 6.6e3 < row["params_m"] < 6.8e3  # "ViT-7B": 6,716 M with this architecture
     assert row["fp32_gb"] == round(row["params_m"] * 1e6 * 4 / 1e9, 2)
+
+
+def test_timm_export_loads_into_timms_dinov3_model(
+    vits16_file: tuple[Path, StateDict], tmp_path: Path
+) -> None:
+    """float32: timm's own ``vit_small_patch16_dinov3_qkvb`` reads the timm export exactly."""
+    import timm
+
+    path, _ = vits16_file
+    out = tmp_path / "timm.safetensors"
+    dinokit.export(path, out, format="timm")
+    model = timm.create_model(
+        "vit_small_patch16_dinov3_qkvb",
+        pretrained=True,
+        pretrained_cfg_overlay={"file": str(out)},
+        global_pool="token",
+        num_classes=0,
+    ).eval()
+    backbone = dinokit.load(path)
+    with torch.no_grad():  # timm computes the periods by the formula; the file had bf16 ones
+        backbone.vit.rope.periods.copy_(rope_periods(64))
+        x = images(1, 224, 224, seed=3)
+        torch.testing.assert_close(model(x), backbone(x), atol=1e-5, rtol=0)
