@@ -303,3 +303,47 @@ def test_timm_export_loads_into_timms_dinov3_model(
         backbone.vit.rope.periods.copy_(rope_periods(64))
         x = images(1, 224, 224, seed=3)
         torch.testing.assert_close(model(x), backbone(x), atol=1e-5, rtol=0)
+
+
+def test_transformers_dinov3_folder_matches_transformers(tmp_path: Path) -> None:
+    """float32: a ``DINOv3ViTModel`` folder loads as ``dinov3_test``; tokens equal its own."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.DINOv3ViTConfig(
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=176,  # dinov3_test's SwiGLU width: int(2/3 * 256) aligned to 8
+        patch_size=8,
+        image_size=64,
+        num_register_tokens=4,
+        use_gated_mlp=True,
+        hidden_act="silu",
+    )
+    torch.manual_seed(0)
+    model = transformers.DINOv3ViTModel(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    model.save_pretrained(tmp_path / "hf")
+    backbone = dinokit.load(tmp_path / "hf")
+    assert backbone.config.name == "dinov3_test"
+    x = images(2, 64, 96, seed=4)
+    with torch.no_grad():
+        theirs = model(pixel_values=x).last_hidden_state
+        ours = backbone.forward_features(x)
+    torch.testing.assert_close(ours.cls, theirs[:, 0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(ours.register_tokens, theirs[:, 1:5], atol=1e-4, rtol=0)
+    torch.testing.assert_close(ours.patch_tokens, theirs[:, 5:], atol=1e-4, rtol=0)
+
+
+def test_transformers_dinov3_key_bias_is_refused() -> None:
+    from dinokit.models.weights.hf_dinov3 import hf_dinov3_to_official
+
+    d = 8
+    sd = {
+        "embeddings.register_tokens": torch.zeros(1, 4, d),
+        **{f"layer.0.attention.{n}_proj.weight": torch.zeros(d, d) for n in "qkv"},
+        "layer.0.attention.k_proj.bias": torch.ones(d),
+    }
+    with pytest.raises(ValueError, match="key bias"):
+        hf_dinov3_to_official(sd, source="model.safetensors")
