@@ -9,7 +9,8 @@ Layouts read (auto-detected):
 * official DINOv3 hub ``.pth`` (``storage_tokens``, ``rope_embed.periods``, masked key bias);
 * timm / Hugging Face ``model.safetensors`` or ``pytorch_model.bin``;
 * Hugging Face ``transformers`` ``Dinov2Model`` / ``Dinov2WithRegistersModel`` / ``ViTModel`` /
-  ``DINOv3ViTModel`` folders (``config.json`` + weights), also by repository id (``hf:facebook/dinov2-small``);
+  ``DINOv3ViTModel`` folders (``config.json`` + weights), also by repository id
+  (``hf:facebook/dinov2-small``);
 * dinokit exports (``.safetensors`` with dinokit metadata) and training checkpoints.
 
 ``torch.load`` always runs with ``weights_only=True``: a pickle that would import code is
