@@ -347,3 +347,15 @@ def test_transformers_dinov3_key_bias_is_refused() -> None:
     }
     with pytest.raises(ValueError, match="key bias"):
         hf_dinov3_to_official(sd, source="model.safetensors")
+
+
+def test_a_cast_keeps_the_files_periods_in_float32(tmp_path: Path) -> None:
+    """bf16 weights: the RoPE periods stay the file's float32 values and in the state dict."""
+    sd = dinov3_official_state(get_config("dinov3_test"), seed=7)
+    sd["rope_embed.periods"] = sd["rope_embed.periods"].float() * 1.5
+    path = tmp_path / "weights.pth"
+    torch.save(sd, path)
+    backbone = dinokit.load("dinov3_test", weights=path).to(torch.bfloat16)
+    periods = backbone.vit.state_dict()["rope.periods"]
+    assert periods.dtype == torch.float32
+    torch.testing.assert_close(periods, sd["rope_embed.periods"], atol=0, rtol=0)

@@ -17,7 +17,7 @@ out: timm recomputes ``periods`` and never loads them, while the reference loads
 
 from __future__ import annotations
 
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import torch
@@ -93,10 +93,36 @@ def build_eva(config: BackboneConfig, *, drop_path_rate: float = 0.0) -> nn.Modu
         **mlp,
     )
     rope = vit.rope
-    periods = rope_periods(config.embed_dim // config.num_heads)
+    stored = _stored_periods_rope()
+    assert isinstance(rope, stored.__mro__[1]), type(rope)
+    rope.__class__ = stored
     del rope._buffers["periods"]
-    rope.register_buffer("periods", periods, persistent=True)
+    rope.register_buffer(
+        "periods", rope_periods(config.embed_dim // config.num_heads), persistent=True
+    )
     return vit
+
+
+@cache
+def _stored_periods_rope() -> type[nn.Module]:
+    """timm's DINOv3 RoPE, with ``periods`` a persistent float32 buffer that keeps its values.
+
+    timm rebuilds its periods from the formula (as a non-persistent buffer) whenever a cast
+    such as ``model.to(torch.bfloat16)`` lowers them; here they stay the loaded float32 values
+    (the reference computes RoPE in float32 from its loaded buffer: ``pos_embed_rope_dtype``).
+    """
+
+    from timm.layers.pos_embed_sincos import RotaryEmbeddingDinoV3
+
+    class StoredPeriodsRope(RotaryEmbeddingDinoV3):
+        def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> nn.Module:
+            kept: Tensor = self._buffers["periods"]  # type: ignore[assignment]
+            module: nn.Module = super()._apply(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+            moved: Tensor = self._buffers["periods"]  # type: ignore[assignment]
+            self.register_buffer("periods", kept.to(moved.device, torch.float32), persistent=True)
+            return module
+
+    return StoredPeriodsRope
 
 
 def is_eva(vit: nn.Module) -> bool:
