@@ -359,3 +359,28 @@ def test_a_cast_keeps_the_files_periods_in_float32(tmp_path: Path) -> None:
     periods = backbone.vit.state_dict()["rope.periods"]
     assert periods.dtype == torch.float32
     torch.testing.assert_close(periods, sd["rope_embed.periods"], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("local_norm", "expected"), [(False, "dinov3_vitl16"), (True, "dinov3_vitl16_sat")]
+)
+def test_renamed_vitl16_file_is_told_apart_by_its_local_norm(
+    local_norm: bool, expected: str
+) -> None:
+    """Only the SAT-493M ViT-L/16 unties the local-crop norm (dinov3/hub/backbones.py)."""
+    from dinokit.models.factory import infer_config
+    from dinokit.models.weights.files import WeightsFile
+
+    def shaped(*shape: int) -> Tensor:  # the shape only: no memory for ViT-L's tensors
+        return torch.zeros(1).expand(*shape)
+
+    sd = {
+        "cls_token": shaped(1, 1, 1024),
+        "storage_tokens": shaped(1, 4, 1024),
+        "patch_embed.proj.weight": shaped(1024, 3, 16, 16),
+        **{f"blocks.{i}.ls1.gamma": shaped(1024) for i in range(24)},
+    }
+    if local_norm:
+        sd["local_cls_norm.weight"] = shaped(1024)
+    config = infer_config(WeightsFile(Path("renamed.pth"), "dinov3", sd))
+    assert config.name == expected

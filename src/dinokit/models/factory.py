@@ -114,6 +114,17 @@ def infer_config(weights_file: WeightsFile) -> BackboneConfig:
             continue
         if (cfg.family == "dinov3") != rope or (rope and (cfg.mlp == "swiglu") != swiglu):
             continue
+        if cfg.name == "dinov3_vitl16" and "local_cls_norm.weight" in weights_file.backbone:
+            # dinov3/hub/backbones.py unties the local-crop CLS norm of ViT-L/16 for the
+            # SAT-493M weights only (the 7B has it for both), so the file tells them apart.
+            return get_config("dinov3_vitl16_sat")
+        if cfg.family == "dinov3" and cfg.name.endswith("7b16"):
+            logger.info(
+                "%s: taken as %s (LVD-1689M); pass --model %s_sat for the SAT-493M weights",
+                weights_file.path,
+                cfg.name,
+                cfg.name,
+            )
         return cfg  # the LVD-1689M model before its SAT-493M twin: same tensors
     raise ValueError(
         f"{weights_file.path}: no registered backbone is a ViT with width {dim}, patch {patch}, "
