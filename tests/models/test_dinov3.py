@@ -19,6 +19,7 @@ The reference, written out below from facebookresearch/dinov3 (float32 throughou
 from __future__ import annotations
 
 import math
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import dinokit
+from dinokit.models.backbone import Backbone
 from dinokit.models.dinov3 import rope_periods
 from dinokit.models.export import save_backbone
 from dinokit.models.registry import get_config, list_backbones
@@ -107,13 +109,19 @@ def vits16_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, StateDi
     return path, write_dinov3_pth(path, config, seed=0)
 
 
+@cache
+def _loaded(path: Path) -> Backbone:
+    """The file's backbone, built once for the sizes below (read only)."""
+    return dinokit.load(path)
+
+
 @pytest.mark.parametrize("size", [(224, 224), (96, 96), (224, 320)])
 def test_official_file_matches_reference(
     vits16_file: tuple[Path, StateDict], size: tuple[int, int]
 ) -> None:
     """float32: CLS, patch and register tokens within 1e-4 of the reference at each size."""
     path, sd = vits16_file
-    backbone = dinokit.load(path)
+    backbone = _loaded(path)
     assert backbone.config.name == "dinov3_vits16"
     x = images(2, *size, seed=1)
     with torch.no_grad():
@@ -163,15 +171,17 @@ def test_official_layout_recognised(vits16_file: tuple[Path, StateDict]) -> None
     assert read_weights(path).layout == "dinov3"
 
 
-def test_sat_file_name_selects_sat_preprocessing(tmp_path: Path) -> None:
+def test_sat_file_name_selects_sat_preprocessing() -> None:
+    """The official name of the SAT-493M ViT-L/16 file picks that model and its statistics."""
+    from dinokit.models.factory import infer_config
+    from dinokit.models.weights.files import WeightsFile
+
     config = get_config("dinov3_vitl16_sat")
-    small = get_config("dinov3_test")
     assert config.weights is not None
     assert config.preprocessing.mean == (0.430, 0.411, 0.296)  # dinov3 README, SAT-493M
-    path = tmp_path / config.weights.file_name
-    write_dinov3_pth(path, small, seed=0, local_cls_norm=True)
-    with pytest.raises(ValueError, match="weights do not fit"):
-        dinokit.load(path)  # named as the ViT-L/16 SAT file: its architecture is expected
+    assert config.preprocessing.std == (0.213, 0.156, 0.143)
+    found = infer_config(WeightsFile(Path(config.weights.file_name), "dinov3", {}))
+    assert found is config
 
 
 def test_key_bias_must_be_masked(tmp_path: Path) -> None:
@@ -282,6 +292,7 @@ def test_models_table_gives_licence_and_weight_memory() -> None:
     assert row["fp32_gb"] == round(row["params_m"] * 1e6 * 4 / 1e9, 2)
 
 
+@pytest.mark.slow
 def test_timm_export_loads_into_timms_dinov3_model(
     vits16_file: tuple[Path, StateDict], tmp_path: Path
 ) -> None:
