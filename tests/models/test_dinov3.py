@@ -35,6 +35,7 @@ from dinokit.models.registry import get_config, list_backbones
 from dinokit.models.weights.files import read_weights
 from dinokit.models.weights.hub import OfflineWeightsError
 from tests.models.checkpoints import (
+    Caches,
     dinov3_official_state,
     images,
     write_dinov3_pth,
@@ -395,3 +396,28 @@ def test_renamed_vitl16_file_is_told_apart_by_its_local_norm(
         sd["local_cls_norm.weight"] = shaped(1024)
     config = infer_config(WeightsFile(Path("renamed.pth"), "dinov3", sd))
     assert config.name == expected
+
+
+def test_timm_copy_in_the_hugging_face_cache_is_found(offline_caches: Caches) -> None:
+    """float32: ``timm/vit_small_patch16_dinov3.lvd1689m`` in the HF cache, no network."""
+    from safetensors.torch import save_file
+
+    source = dinokit.create_backbone("dinov3_vits16", weights="none").eval()
+    with torch.no_grad():  # timm's model of this name has no q/v bias; its periods: the formula
+        for name, param in source.vit.named_parameters():
+            if name.endswith(("q_bias", "v_bias")):
+                param.zero_()
+    state = {
+        k: v.contiguous()
+        for k, v in source.vit.state_dict().items()
+        if not k.endswith(("q_bias", "v_bias", "rope.periods"))
+    }
+    snapshot = offline_caches.hf_cache / "models--timm--vit_small_patch16_dinov3.lvd1689m"
+    path = snapshot / "snapshots" / "0123" / "model.safetensors"
+    path.parent.mkdir(parents=True)
+    save_file(state, str(path))
+    backbone = dinokit.load("dinov3_vits16")
+    assert backbone.source == str(path)
+    x = images(1, 96, 128, seed=2)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x), source(x), atol=0, rtol=0)
