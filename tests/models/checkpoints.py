@@ -10,6 +10,10 @@ backbone layout) and writes what the reference code would have written for it:
 * :func:`write_dinov2_pth` — facebookresearch/dinov2 hub ``*_pretrain.pth`` (``mask_token``,
   ``register_tokens`` with the CLS position inside ``pos_embed``, fused SwiGLU ``w12``/``w3``,
   optional chunked ``blocks.<chunk>.<i>.`` keys);
+* :func:`write_dinov3_pth` — facebookresearch/dinov3 hub ``*_pretrain_lvd1689m-<hash>.pth``
+  (``storage_tokens``, ``rope_embed.periods``, ``qkv.bias`` with its ``bias_mask``,
+  ``ls1.gamma``, SwiGLU ``w1``/``w2``/``w3``, ``mask_token``, ``local_cls_norm``), drawn
+  directly in the reference's key layout;
 * :func:`write_timm_safetensors` / :func:`write_timm_bin` — timm / Hugging Face files;
 * :func:`write_malicious_pickle` — a pickle that runs code when loaded without
   ``weights_only``.
@@ -371,6 +375,78 @@ def write_dinov2_pth(
     state = to_dinov2_official(
         official_state(vit), swiglu=swiglu, block_chunks=block_chunks, seed=seed
     )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return state
+
+
+def dinov3_official_state(
+    config: BackboneConfig, *, seed: int, local_cls_norm: bool = False
+) -> StateDict:
+    """Random weights in facebookresearch/dinov3's key layout for a ``dinov3`` config.
+
+    Shapes follow ``DinoVisionTransformer`` as ``dinov3/hub/backbones.py`` builds it: 4
+    storage tokens, ``LinearKMaskedBias`` qkv (a ``bias_mask`` of ones with the key third at
+    zero, as ``init_weights_vit`` fills it), LayerScale ``ls1``/``ls2.gamma``, ``Mlp`` fc1/fc2
+    or ``SwiGLUFFN`` w1/w2/w3. ``rope_embed.periods`` is stored in bfloat16, as in the
+    released files; every other tensor is random (biases and LayerScale too, so a dropped or
+    swapped tensor shows).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    d, p = config.embed_dim, config.patch_size
+
+    def rand(*shape: int, scale: float = 0.05) -> Tensor:
+        return torch.randn(*shape, generator=gen) * scale
+
+    head_dim = d // config.num_heads
+    k = torch.arange(head_dim // 4, dtype=torch.float32)
+    sd: StateDict = {
+        "cls_token": rand(1, 1, d, scale=1.0),
+        "storage_tokens": rand(1, config.reg_tokens, d, scale=1.0),
+        "mask_token": rand(1, d),
+        "patch_embed.proj.weight": rand(d, 3, p, p),
+        "patch_embed.proj.bias": rand(d),
+        # RopePositionEmbedding._init_weights: base ** (2k / (D_head / 2)), base 100.
+        "rope_embed.periods": (100.0 ** (2 * k / (head_dim // 2))).to(torch.bfloat16),
+    }
+    if config.mlp == "swiglu":
+        h = int(int(d * config.mlp_ratio) * 2 / 3)
+        h += -h % config.swiglu_align
+        mlp = {"w1": (h, d), "w2": (h, d), "w3": (d, h)}
+    else:
+        h = int(d * config.mlp_ratio)
+        mlp = {"fc1": (h, d), "fc2": (d, h)}
+    bias_mask = torch.ones(3 * d)
+    bias_mask[d : 2 * d] = 0
+    for i in range(config.depth):
+        b = f"blocks.{i}."
+        sd[b + "norm1.weight"] = 1 + rand(d)
+        sd[b + "norm1.bias"] = rand(d)
+        sd[b + "attn.qkv.weight"] = rand(3 * d, d, scale=d**-0.5)
+        sd[b + "attn.qkv.bias"] = rand(3 * d)  # the key third is masked out by bias_mask
+        sd[b + "attn.qkv.bias_mask"] = bias_mask.clone()
+        sd[b + "attn.proj.weight"] = rand(d, d, scale=d**-0.5)
+        sd[b + "attn.proj.bias"] = rand(d)
+        sd[b + "ls1.gamma"] = 0.5 + rand(d)
+        sd[b + "norm2.weight"] = 1 + rand(d)
+        sd[b + "norm2.bias"] = rand(d)
+        for name, (rows, cols) in mlp.items():
+            sd[b + f"mlp.{name}.weight"] = rand(rows, cols, scale=cols**-0.5)
+            sd[b + f"mlp.{name}.bias"] = rand(rows)
+        sd[b + "ls2.gamma"] = 0.5 + rand(d)
+    sd["norm.weight"] = 1 + rand(d)
+    sd["norm.bias"] = rand(d)
+    if local_cls_norm:
+        sd["local_cls_norm.weight"] = 1 + rand(d)
+        sd["local_cls_norm.bias"] = rand(d)
+    return sd
+
+
+def write_dinov3_pth(
+    path: Path, config: BackboneConfig, *, seed: int, local_cls_norm: bool = False
+) -> StateDict:
+    """An official DINOv3 hub file; returns its dict (see :func:`dinov3_official_state`)."""
+    state = dinov3_official_state(config, seed=seed, local_cls_norm=local_cls_norm)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
     return state

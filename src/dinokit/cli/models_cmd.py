@@ -15,7 +15,9 @@ _COLUMNS = (
     ("patch_size", "patch"),
     ("image_size", "size"),
     ("params_m", "params(M)"),
+    ("fp32_gb", "fp32 GB"),
     ("weights_file", "official weights"),
+    ("licence", "licence"),
     ("local_path", "local copy"),
 )
 
@@ -29,6 +31,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the table (or JSON)."""
+    from ..models.registry import DINOV3_LICENCE
     from ..models.summary import describe_backbones
 
     rows = describe_backbones()
@@ -37,4 +40,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(rows, _COLUMNS))
         print("\nAny timm ViT is also available as timm:<name> (e.g. timm:vit_small_patch16_224).")
+        if any(row["licence"] == DINOV3_LICENCE for row in rows):
+            print(
+                f"The dinov3_* weights are under the {DINOV3_LICENCE} (not Apache-2.0) and come "
+                "through a licence form linked from the facebookresearch/dinov3 README; put the "
+                "file in the torch hub checkpoints folder or pass --weights FILE."
+            )
     return 0

@@ -3,7 +3,9 @@
 DINO v1's official keys are timm's keys, so DINO backbones are timm ViTs; DINOv2 maps onto
 timm's ViT with LayerScale, registers and SwiGLU (Oquab et al. 2023; Darcet et al. 2024).
 Positional embeddings are resampled to any input that is a multiple of the patch size, the way
-the family's reference does it (``config.pos_embed_interp``, :mod:`.pos_embed`).
+the family's reference does it (``config.pos_embed_interp``, :mod:`.pos_embed`). DINOv3
+(Simeoni et al. 2025) is timm's RoPE ``Eva`` (:mod:`.dinov3`), whose rotary positions fit
+any grid as they are.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import BackboneConfig
+from .dinov3 import build_eva, eva_attention, eva_embed, is_eva
 from .pos_embed import resample_patch_pos_embed
 
 logger = logging.getLogger(__name__)
@@ -41,7 +44,7 @@ class Features:
 
 
 def build_vit(config: BackboneConfig, *, drop_path_rate: float = 0.0) -> nn.Module:
-    """Build the timm ``VisionTransformer`` for a config (random weights).
+    """Build the timm ``VisionTransformer`` (``Eva`` for DINOv3) for a config (random weights).
 
     Args:
         config: The backbone description.
@@ -51,6 +54,8 @@ def build_vit(config: BackboneConfig, *, drop_path_rate: float = 0.0) -> nn.Modu
     from timm.layers.mlp import SwiGLUPacked
     from timm.models.vision_transformer import VisionTransformer
 
+    if config.family == "dinov3":
+        return build_eva(config, drop_path_rate=drop_path_rate)
     if config.family == "timm":
         assert config.timm_name is not None
         return timm.create_model(
@@ -93,7 +98,8 @@ class Backbone(nn.Module):
     Calling it returns the CLS token, the feature DINO trains and evaluates.
 
     Attributes:
-        vit: The timm ``VisionTransformer``; its state dict is the official DINO key layout.
+        vit: The timm ``VisionTransformer`` (its state dict is the official DINO key layout), or
+            for DINOv3 timm's ``Eva`` (timm's DINOv3 keys plus ``rope.periods``).
         config: Architecture and preprocessing.
         source: Where the weights came from (a path, ``official``, or ``random init``).
     """
@@ -133,12 +139,25 @@ class Backbone(nn.Module):
             )
         return h // p, w // p
 
-    def _embed(self, x: Tensor) -> Tensor:
+    def _embed(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(B, T, D) tokens entering the first block, and the RoPE table (None without RoPE)."""
         vit = self.vit
+        if is_eva(vit):
+            return eva_embed(vit, x)
         x = self._add_positions(vit.patch_embed(x))
         x = vit.patch_drop(x)
         out: Tensor = vit.norm_pre(x)
+        return out, None
+
+    @staticmethod
+    def _block(block: nn.Module, x: Tensor, rope: Tensor | None) -> Tensor:
+        out: Tensor = block(x) if rope is None else block(x, rope=rope)
         return out
+
+    def _blocks(self, x: Tensor, rope: Tensor | None) -> Tensor:
+        for block in self.vit.blocks:
+            x = self._block(block, x, rope)
+        return x
 
     def _add_positions(self, x: Tensor) -> Tensor:
         """Prefix tokens and positions: (B, h, w, D) patches -> (B, prefix + h * w, D) tokens.
@@ -178,7 +197,7 @@ class Backbone(nn.Module):
             (B, D) CLS tokens.
         """
         self._check_input(x)
-        tokens: Tensor = self.vit.norm(self.vit.blocks(self._embed(x)))
+        tokens: Tensor = self.vit.norm(self._blocks(*self._embed(x)))
         return tokens[:, 0]
 
     def forward_features(self, x: Tensor, *, n_last_blocks: int = 0) -> Features:
@@ -197,11 +216,11 @@ class Backbone(nn.Module):
         blocks = self.vit.blocks
         if not 0 <= n_last_blocks <= len(blocks):
             raise ValueError(f"n_last_blocks must be in [0, {len(blocks)}], got {n_last_blocks}")
-        h = self._embed(x)
+        h, rope = self._embed(x)
         collected: list[Tensor] = []
         first_kept = len(blocks) - n_last_blocks
         for i, block in enumerate(blocks):
-            h = block(h)
+            h = self._block(block, h, rope)
             if i >= first_kept:
                 collected.append(self.vit.norm(h[:, :1]))
         h = self.vit.norm(h)
@@ -226,10 +245,12 @@ class Backbone(nn.Module):
         """
         self._check_input(x)
         blocks = self.vit.blocks
-        h = self._embed(x)
+        h, rope = self._embed(x)
         for block in blocks[:-1]:
-            h = block(h)
+            h = self._block(block, h, rope)
         last = blocks[-1]
+        if rope is not None:
+            return eva_attention(last, h, rope)
         attn = last.attn
         y = last.norm1(h)
         b, t, c = y.shape

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-Family = Literal["dino", "dinov2", "timm", "test"]
+Family = Literal["dino", "dinov2", "dinov3", "timm", "test"]
 MlpKind = Literal["mlp", "swiglu"]
 # How positional embeddings are resampled at other grids (see :mod:`.pos_embed`).
 PosEmbedInterp = Literal["offset", "antialias"]
@@ -68,12 +68,15 @@ class WeightsSource:
         url: Official download address.
         hf_repo: Hugging Face repository holding the same weights in timm's layout.
         licence: Licence of the weights.
+        obtain: How to get the file when it is not a plain download (the DINOv3 weights come
+            through a licence form), or None when ``url`` downloads it.
     """
 
     file_name: str
     url: str
     hf_repo: str | None = None
     licence: str = "Apache-2.0"
+    obtain: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy."""
@@ -86,7 +89,8 @@ class BackboneConfig:
 
     Attributes:
         name: Registered name (``dino_vits16``) or ``timm:<model name>``.
-        family: ``dino`` (DINO v1), ``dinov2``, ``timm`` or ``test``.
+        family: ``dino`` (DINO v1), ``dinov2``, ``dinov3`` (RoPE ViTs, :func:`.backbone.build_eva`),
+            ``timm`` or ``test``.
         embed_dim: Token width D.
         depth: Number of transformer blocks.
         num_heads: Attention heads per block.
@@ -94,13 +98,17 @@ class BackboneConfig:
         pos_embed_size: Image side the learned positional embedding grid was made for
             (224 for DINO, 518 for DINOv2: 37 x 37 positions); other sizes interpolate.
         mlp_ratio: Hidden width of the MLP over ``embed_dim``.
-        mlp: ``mlp`` (GELU MLP) or ``swiglu`` (DINOv2 g/14).
+        mlp: ``mlp`` (GELU MLP) or ``swiglu`` (DINOv2 g/14, DINOv3 S+/H+/7B).
+        swiglu_align: DINOv3's SwiGLU hidden width is ``int(2/3 * int(ratio * D))`` rounded up
+            to a multiple of this (8, or 64 for 7B); 0 for DINOv2's rule.
         layer_scale: LayerScale initial value (DINOv2), or None.
-        reg_tokens: Number of register tokens (DINOv2 ``_reg`` variants).
+        reg_tokens: Number of register tokens (DINOv2 ``_reg`` variants; DINOv3's 4 "storage"
+            tokens).
         pos_embed_interp: How the positional embedding is resampled to other patch grids, as
             the family's reference does it: ``offset`` (DINO v1, DINOv2 without registers:
             bicubic by the scale (n + 0.1) / M, no antialias) or ``antialias`` (DINOv2 with
-            registers, timm: bicubic to the grid, antialiased); see :mod:`.pos_embed`.
+            registers, timm: bicubic to the grid, antialiased); see :mod:`.pos_embed`. Unused by
+            ``dinov3`` backbones, whose rotary positions (RoPE) need no resampling.
         preprocessing: Evaluation preprocessing that goes with the weights.
         weights: Official weights, or None when there are none.
         timm_name: timm model name for ``timm:`` backbones.
@@ -116,6 +124,7 @@ class BackboneConfig:
     pos_embed_size: int = 224
     mlp_ratio: float = 4.0
     mlp: MlpKind = "mlp"
+    swiglu_align: int = 0
     layer_scale: float | None = None
     reg_tokens: int = 0
     pos_embed_interp: PosEmbedInterp = "antialias"
@@ -134,8 +143,10 @@ class BackboneConfig:
     @property
     def architecture(self) -> str:
         """Short architecture label such as ``ViT-S/16`` or ``ViT-g/14+reg4``."""
-        widths = {192: "Ti", 384: "S", 768: "B", 1024: "L", 1536: "g"}
+        widths = {192: "Ti", 384: "S", 768: "B", 1024: "L", 1280: "H", 1536: "g", 4096: "7B"}
         size = widths.get(self.embed_dim, f"{self.embed_dim}d")
+        if self.family == "dinov3" and self.mlp == "swiglu" and size in ("S", "L", "H"):
+            size += "+"  # DINOv3's S+/16, L+/16 and H+/16: SwiGLU at the same width
         label = f"ViT-{size}/{self.patch_size}"
         return f"{label}+reg{self.reg_tokens}" if self.reg_tokens else label
 

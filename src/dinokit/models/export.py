@@ -26,6 +26,7 @@ import torch
 from .._files import atomic_write
 from .backbone import Backbone
 from .config import BackboneConfig
+from .dinov3 import PERIODS_KEY, rope_periods
 from .factory import open_model
 from .weights.files import BRANCHES, DINOKIT_METADATA_KEY, WeightsFile
 
@@ -65,6 +66,22 @@ def _vit_tensors(backbone: Backbone) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in backbone.vit.state_dict().items()}
 
 
+def _timm_tensors(backbone: Backbone) -> dict[str, torch.Tensor]:
+    """The state dict timm's own model has: DINOv3's RoPE periods are no part of it."""
+    tensors = _vit_tensors(backbone)
+    periods = tensors.pop(PERIODS_KEY, None)
+    if periods is not None:
+        formula = rope_periods(backbone.embed_dim // backbone.config.num_heads)
+        if not torch.equal(periods, formula):
+            logger.warning(
+                "timm computes the RoPE periods itself; this model's differ from that formula "
+                "by up to %.2g (the reference loads them from its file), so timm's outputs "
+                "will differ slightly from dinokit's; --format dinokit keeps them",
+                float((periods - formula).abs().max()),
+            )
+    return tensors
+
+
 def save_backbone(
     backbone: Backbone,
     path: str | Path,
@@ -94,8 +111,15 @@ def save_backbone(
 def timm_model_name(config: BackboneConfig) -> str | None:
     """The timm model name with this architecture and preprocessing, if timm has one.
 
-    ``dino_vits16`` -> ``vit_small_patch16_224.dino``; ``timm:<name>`` -> ``<name>``.
+    ``dino_vits16`` -> ``vit_small_patch16_224.dino``; ``timm:<name>`` -> ``<name>``;
+    ``dinov3_vits16`` -> ``vit_small_patch16_dinov3_qkvb`` (dinokit keeps the q/v biases of
+    the official files; timm's ``_qkvb`` models have them, the 7B needs ``qkv_bias=True``).
     """
+    if config.family == "dinov3" and config.timm_name is not None:
+        import timm
+
+        qkvb = f"{config.timm_name}_qkvb"
+        return qkvb if timm.is_model(qkvb) else config.timm_name
     if config.timm_name is not None:
         return config.timm_name
     if config.weights is not None and (config.weights.hf_repo or "").startswith("timm/"):
@@ -116,7 +140,7 @@ def save_timm(backbone: Backbone, path: str | Path) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    tensors = _vit_tensors(backbone)
+    tensors = _timm_tensors(backbone)
     if path.suffix == ".safetensors":
         return atomic_write(
             path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"})
@@ -244,7 +268,15 @@ def export(
     elif format == "timm":
         save_timm(backbone, out)
         name = timm_model_name(backbone.config)
-        if name is not None:
+        if name is not None and backbone.config.family == "dinov3":
+            logger.info(
+                "load it with timm.create_model(%r, pretrained=True, "
+                "pretrained_cfg_overlay=dict(file=%r), global_pool='token'%s)",
+                name,
+                str(out),
+                "" if name.endswith("_qkvb") else ", qkv_bias=True",
+            )
+        elif name is not None:
             logger.info(
                 "load it with timm.create_model(%r, pretrained=True, "
                 "pretrained_cfg_overlay=dict(file=%r)); add dynamic_img_size=True for "

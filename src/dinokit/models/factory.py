@@ -89,6 +89,9 @@ def infer_config(weights_file: WeightsFile) -> BackboneConfig:
         return backbone_config_from_hf(
             hf["config"], preprocessor=hf.get("preprocessor"), label=str(hf["label"])
         )
+    by_name = _config_by_file_name(weights_file.path.name)
+    if by_name is not None:
+        return by_name
     sd = to_timm_layout(weights_file.backbone)
     try:
         dim = int(sd["cls_token"].shape[-1])
@@ -100,16 +103,42 @@ def infer_config(weights_file: WeightsFile) -> BackboneConfig:
         ) from None
     depth = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k)))
     regs = int(sd["reg_token"].shape[1]) if "reg_token" in sd else 0
-    layer_scale = "blocks.0.ls1.gamma" in sd
+    layer_scale = "blocks.0.ls1.gamma" in sd or "blocks.0.gamma_1" in sd
+    # DINOv3 (timm's Eva keys): no learned positions; S+/L+/H+ differ from S/L/H by SwiGLU.
+    rope = "pos_embed" not in sd and "blocks.0.gamma_1" in sd
+    swiglu = "blocks.0.mlp.fc1_g.weight" in sd
     for name in list_backbones():
         cfg = get_config(name)
         shape = (cfg.embed_dim, cfg.patch_size, cfg.depth, cfg.reg_tokens)
-        if shape == (dim, patch, depth, regs) and (cfg.layer_scale is not None) == layer_scale:
-            return cfg
+        if shape != (dim, patch, depth, regs) or (cfg.layer_scale is not None) != layer_scale:
+            continue
+        if (cfg.family == "dinov3") != rope or (rope and (cfg.mlp == "swiglu") != swiglu):
+            continue
+        if cfg.name == "dinov3_vitl16" and "local_cls_norm.weight" in weights_file.backbone:
+            # dinov3/hub/backbones.py unties the local-crop CLS norm of ViT-L/16 for the
+            # SAT-493M weights only (the 7B has it for both), so the file tells them apart.
+            return get_config("dinov3_vitl16_sat")
+        if cfg.family == "dinov3" and cfg.name.endswith("7b16"):
+            logger.info(
+                "%s: taken as %s (LVD-1689M); pass --model %s_sat for the SAT-493M weights",
+                weights_file.path,
+                cfg.name,
+                cfg.name,
+            )
+        return cfg  # the LVD-1689M model before its SAT-493M twin: same tensors
     raise ValueError(
         f"{weights_file.path}: no registered backbone is a ViT with width {dim}, patch {patch}, "
         f"{depth} blocks and {regs} registers; pass --model NAME (or timm:<name>) with it"
     )
+
+
+def _config_by_file_name(file_name: str) -> BackboneConfig | None:
+    """The registered backbone whose official file has this name (SAT-493M vs LVD-1689M)."""
+    for name in list_backbones():
+        cfg = get_config(name)
+        if cfg.weights is not None and cfg.weights.file_name == file_name:
+            return cfg
+    return None
 
 
 def load(

@@ -31,7 +31,10 @@ from typing import Any
 from .._files import default_mode
 from .backbone import Backbone
 from .config import BackboneConfig, Preprocessing
+from .dinov3 import swiglu_hidden
 from .registry import get_config, list_backbones
+from .weights.hf_dinov3 import MODEL_TYPE as DINOV3_MODEL_TYPE
+from .weights.hf_dinov3 import check_hf_dinov3_config
 from .weights.hf_layout import CONFIG_FILE, MODEL_TYPES, PREPROCESSOR_FILE, timm_to_hf
 
 logger = logging.getLogger(__name__)
@@ -93,6 +96,8 @@ def backbone_config_from_hf(
     model_type = config.get("model_type")
     if model_type not in MODEL_TYPES:
         raise ValueError(f"{label}: model_type {model_type!r} is not one of {list(MODEL_TYPES)}")
+    if model_type == DINOV3_MODEL_TYPE:
+        return _dinov3_config_from_hf(config, label)
     _check_supported(config, label)
     dim = int(config["hidden_size"])
     shape: dict[str, Any] = {
@@ -137,6 +142,39 @@ def backbone_config_from_hf(
     )
 
 
+def _dinov3_config_from_hf(config: dict[str, Any], label: str) -> BackboneConfig:
+    """The registered DINOv3 backbone a ``DINOv3ViTModel`` config describes.
+
+    Raises:
+        ValueError: a variant or size no registered DINOv3 backbone has.
+    """
+    check_hf_dinov3_config(config, label)
+    gated = bool(config.get("use_gated_mlp", False))
+    shape = (
+        int(config["hidden_size"]),
+        int(config["num_hidden_layers"]),
+        int(config["num_attention_heads"]),
+        _side(config.get("patch_size", 16), "patch size", label),
+        int(config.get("num_register_tokens", 0)),
+        gated,
+        int(config["intermediate_size"]),
+    )
+    for name in list_backbones():
+        cfg = get_config(name)
+        if cfg.family != "dinov3":
+            continue
+        swiglu = cfg.mlp == "swiglu"
+        hidden = swiglu_hidden(cfg) if swiglu else int(cfg.embed_dim * cfg.mlp_ratio)
+        registered = (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.patch_size, cfg.reg_tokens)
+        if (*registered, swiglu, hidden) == shape:
+            logger.info("%s is %s", label, name)  # LVD-1689M before its SAT-493M twin
+            return cfg
+    raise ValueError(
+        f"{label}: no registered DINOv3 backbone has width {shape[0]}, {shape[1]} layers, "
+        f"{shape[2]} heads, patch {shape[3]}, {shape[4]} registers and MLP width {shape[6]}"
+    )
+
+
 def preprocessing_from_hf(
     processor: dict[str, Any] | None, default: Preprocessing
 ) -> Preprocessing:
@@ -173,6 +211,11 @@ def hf_model_type(config: BackboneConfig) -> str:
         raise ValueError(
             f"{config.name} has no faithful transformers equivalent (its blocks are timm's); "
             "export it with --format timm or --format dinokit instead"
+        )
+    if config.family == "dinov3":
+        raise ValueError(
+            f"{config.name}: dinokit does not write transformers' DINOv3 layout "
+            "(DINOv3ViTModel); export it with --format timm or --format dinokit instead"
         )
     if config.reg_tokens:
         return "dinov2_with_registers"

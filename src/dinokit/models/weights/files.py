@@ -6,9 +6,11 @@ Layouts read (auto-detected):
 * official DINO v1 full checkpoint (``student``/``teacher`` with ``module.``/``backbone.``/
   ``head.`` prefixes, legacy weight-norm head keys, ``dino_loss.center``, ``args``);
 * official DINOv2 hub ``.pth`` (``mask_token``, LayerScale, registers, SwiGLU);
+* official DINOv3 hub ``.pth`` (``storage_tokens``, ``rope_embed.periods``, masked key bias);
 * timm / Hugging Face ``model.safetensors`` or ``pytorch_model.bin``;
-* Hugging Face ``transformers`` ``Dinov2Model`` / ``Dinov2WithRegistersModel`` / ``ViTModel``
-  folders (``config.json`` + weights), also by repository id (``hf:facebook/dinov2-small``);
+* Hugging Face ``transformers`` ``Dinov2Model`` / ``Dinov2WithRegistersModel`` / ``ViTModel`` /
+  ``DINOv3ViTModel`` folders (``config.json`` + weights), also by repository id
+  (``hf:facebook/dinov2-small``);
 * dinokit exports (``.safetensors`` with dinokit metadata) and training checkpoints.
 
 ``torch.load`` always runs with ``weights_only=True``: a pickle that would import code is
@@ -51,7 +53,7 @@ class WeightsFile:
 
     Attributes:
         path: The file.
-        layout: ``dino-backbone``, ``dino-full-checkpoint``, ``dinov2``, ``timm``,
+        layout: ``dino-backbone``, ``dino-full-checkpoint``, ``dinov2``, ``dinov3``, ``timm``,
             ``transformers``, ``dinokit-export`` or ``dinokit-checkpoint``.
         backbone: Backbone state dict (wrapper prefixes removed, DINOv2 keys as in the file;
             transformers keys already mapped to the official ones).
@@ -244,6 +246,8 @@ def read_weights(path: str | Path, *, branch: str = "teacher") -> WeightsFile:
     backbone, head = split_backbone_head(tensors)
     dinov2_keys = ("mask_token", "register_tokens")
     layout = "dinov2" if any(k in backbone for k in dinov2_keys) else "dino-backbone"
+    if "storage_tokens" in backbone:
+        layout = "dinov3"
     if path.name in ("pytorch_model.bin",):
         layout = "timm"
     return _maybe_hf(WeightsFile(path, layout, backbone, head))

@@ -1,5 +1,6 @@
 """Hugging Face ``transformers`` checkpoints: ``Dinov2Model``, ``Dinov2WithRegistersModel``
-and DINO v1 ``ViTModel`` folders, mapped to and from the official DINO / timm keys.
+and DINO v1 ``ViTModel`` folders, mapped to and from the official DINO / timm keys
+(``DINOv3ViTModel`` in :mod:`.hf_dinov3`, read only).
 
 Key names follow transformers' own converters (``convert_dinov2_to_hf.py`` and
 ``convert_dino_to_pytorch.py`` in huggingface/transformers): separate ``query``/``key``/
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .convert import StateDict
+from .hf_dinov3 import hf_dinov3_to_official, is_hf_dinov3_layout
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ MODEL_TYPES = {
     "dinov2": "Dinov2Model",
     "dinov2_with_registers": "Dinov2WithRegistersModel",
     "vit": "ViTModel",
+    "dinov3_vit": "DINOv3ViTModel",
 }
 """``config.json`` model types read, and the transformers class of each."""
 
@@ -127,7 +130,7 @@ def open_hf_folder(folder: Path, *, label: str | None = None) -> HFFolder:
     if model_type not in MODEL_TYPES:
         raise ValueError(
             f"{config_path}: model_type {model_type!r} is not one dinokit reads "
-            f"({', '.join(MODEL_TYPES)}: DINOv2, DINOv2 with registers, DINO v1 ViT)"
+            f"({', '.join(MODEL_TYPES)}: DINOv2, DINOv2 with registers, DINO v1 ViT, DINOv3 ViT)"
         )
     preprocessor_path = folder / PREPROCESSOR_FILE
     preprocessor = read_json(preprocessor_path) if preprocessor_path.is_file() else None
@@ -147,6 +150,8 @@ def hf_to_official(state_dict: StateDict, *, source: str) -> StateDict:
         state_dict: The tensors of a ``model.safetensors`` / ``pytorch_model.bin``.
         source: Name of the file, for messages.
     """
+    if is_hf_dinov3_layout(state_dict):  # DINOv3ViTModel: to the official DINOv3 keys
+        return hf_dinov3_to_official(state_dict, source=source)
     sd = dict(state_dict)
     if any(k.startswith(_BASE_PREFIXES) for k in sd):
         sd = {_strip_base(k): v for k, v in sd.items()}

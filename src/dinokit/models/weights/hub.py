@@ -94,6 +94,13 @@ def network_available(url: str) -> bool:
 def _offline_message(config: BackboneConfig) -> str:
     assert config.weights is not None
     folder = torch_hub_checkpoint_dir()
+    if config.weights.obtain:
+        return (
+            f"official weights of {config.name} ({config.weights.licence}) are not on this "
+            f"machine: put {config.weights.file_name} into {folder}/ ({config.weights.obtain}; "
+            f"its address {config.weights.url} only answers through those signed links), "
+            "or pass --weights FILE (--weights none trains from random weights)"
+        )
     return (
         f"official weights of {config.name} are not on this machine and cannot be downloaded: "
         f"download {config.weights.file_name} from {config.weights.url} into {folder}/ "
@@ -140,6 +147,8 @@ def resolve_official_weights(config: BackboneConfig) -> Path:
         return local
     if config.family == "timm":
         return _download_from_hf(config)
+    if config.weights.obtain:  # behind a licence form: no plain URL to download
+        raise OfflineWeightsError(_offline_message(config))
     if not network_available(config.weights.url):
         raise OfflineWeightsError(_offline_message(config))
     destination = torch_hub_checkpoint_dir() / config.weights.file_name
