@@ -1,4 +1,4 @@
-"""Tests for dinokit.training.distributed (torchrun env set-up, gloo collectives)."""
+"""Tests for dinokit.runtime.distributed and .device (torchrun env set-up, gloo collectives)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from dinokit.training.distributed import (
+from dinokit.runtime.distributed import (
     all_reduce_mean,
     barrier,
     cleanup,

@@ -23,7 +23,7 @@ from typing import Literal, get_args
 
 import torch
 
-from .. import env
+from .machine import cpu_supports_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +62,9 @@ def resolve_precision(requested: str, device: torch.device) -> PrecisionName:
     ``auto``: ``$DINOKIT_AUTO_PRECISION`` when set (then as if requested explicitly); else
     bf16 on CUDA devices with native bf16 (compute capability >= 8, Ampere on), fp16 on older
     CUDA devices, bf16 on CPUs with native bf16 (AVX-512 BF16 or AMX, see
-    :func:`dinokit.env.cpu_supports_bf16`), fp32 otherwise (other CPUs, MPS and other device
-    types). An explicit choice is kept, with a warning where it will be slow; bf16 on a CUDA
-    device without it is an error.
+    :func:`~dinokit.runtime.machine.cpu_supports_bf16`), fp32 otherwise (other CPUs, MPS and
+    other device types). An explicit choice is kept, with a warning where it will be slow;
+    bf16 on a CUDA device without it is an error.
 
     Args:
         requested: ``auto``, ``bf16``, ``fp16`` or ``fp32``.
@@ -93,7 +93,7 @@ def resolve_precision(requested: str, device: torch.device) -> PrecisionName:
         else:
             resolved = _as_name(requested)
     elif device.type == "cpu":
-        native = env.cpu_supports_bf16()
+        native = cpu_supports_bf16()
         if requested == "auto":
             resolved = "bf16" if native else "fp32"
         else:
