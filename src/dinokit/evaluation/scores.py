@@ -50,8 +50,8 @@ def label_scores(
     missing = sorted({label for label in val_labels if label not in index})
     if missing:
         logger.warning("val classes absent from train (always counted wrong): %s", missing)
-    train_x = torch.from_numpy(np.require(train_vectors, requirements="W"))
-    val_x = torch.from_numpy(np.require(val_vectors, requirements="W"))
+    train_x = torch.from_numpy(np.require(train_vectors, requirements=("W", "C")))
+    val_x = torch.from_numpy(np.require(val_vectors, requirements=("W", "C")))
     train_y = torch.tensor([index[label] for label in train_labels])
     val_y = torch.tensor([index.get(label, -1) for label in val_labels])
     knn = knn_accuracy(
