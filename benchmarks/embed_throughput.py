@@ -30,7 +30,7 @@ from torchvision import transforms
 
 from dinokit.data import list_images, open_image
 from dinokit.embed import EmbedConfig, Embedder, run_embed
-from dinokit.runtime import default_workers
+from dinokit.runtime.machine import default_workers
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "imagenette-mini"
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import timm
 import torch
 
-from dinokit.runtime import autocast_context, resolve_precision
+from dinokit.runtime.precision import autocast_context, resolve_precision
 from dinokit.training import TrainConfig
 from dinokit.training.build import build_networks
 from dinokit.training.loop import train_step

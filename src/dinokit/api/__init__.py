@@ -2,7 +2,7 @@
 evaluation of models (each embeds, then scores). The CLI calls these; ``dinokit`` re-exports
 them."""
 
-from ._evaluate import EvaluationRow, evaluate, score_embeddings
+from ._evaluate import EvaluationRow, evaluate
 from ._train import train
 
-__all__ = ["EvaluationRow", "evaluate", "score_embeddings", "train"]
+__all__ = ["EvaluationRow", "evaluate", "train"]

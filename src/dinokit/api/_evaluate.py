@@ -18,7 +18,7 @@ from typing import Any
 
 from ..embed import embed
 from ..embed.embeddings import Embeddings
-from ..evaluation import DEFAULT_TEMPERATURE, REFERENCE_KS, label_scores, quality_score
+from ..evaluation import REFERENCE_KS, label_scores, quality_score
 
 logger = logging.getLogger(__name__)
 
@@ -126,49 +126,6 @@ def evaluate(
     return rows
 
 
-def score_embeddings(
-    train: Embeddings,
-    val: Embeddings | None,
-    *,
-    k: Sequence[int] = REFERENCE_KS,
-    linear: bool = False,
-    temperature: float = DEFAULT_TEMPERATURE,
-) -> tuple[dict[int, float], float | None, dict[str, float], int, int]:
-    """kNN, linear-probe and label-free scores of one pair of embedding sets.
-
-    Args:
-        train: Reference embeddings (labelled for kNN / linear; any for the quality score).
-        val: Labelled embeddings to classify, or ``None`` for the label-free score only.
-        k: Neighbour counts of the kNN classifier.
-        linear: Also fit a linear probe.
-        temperature: kNN vote temperature.
-
-    Returns:
-        ``(knn, linear accuracy or None, quality, n_train, n_val)``.
-    """
-    if val is not None and val.dim != train.dim:
-        raise ValueError(
-            f"train embeddings have {train.dim} dimensions and val {val.dim}: embed both "
-            "with the same model and feature"
-        )
-    quality = quality_score(train.vectors).to_dict() if len(train) >= 2 else {}
-    if val is None or not train.labelled or not val.labelled:
-        if val is not None:
-            logger.warning("kNN and linear probe need labelled folders (class/image): skipped")
-        return {}, None, quality, len(train), 0 if val is None else len(val)
-    train, val = _labelled(train, "train"), _labelled(val, "val")
-    knn, probe = label_scores(
-        train.vectors,
-        [label for label in train.labels if label is not None],
-        val.vectors,
-        [label for label in val.labels if label is not None],
-        k=k,
-        linear=linear,
-        temperature=temperature,
-    )
-    return knn, probe, quality, len(train), len(val)
-
-
 def _embed_and_score(
     model: str | Path,
     weights: str | Path | None,
@@ -216,16 +173,34 @@ def _recorded_model(emb: Embeddings, source: str | Path | Embeddings) -> str:
 def _row(
     model: str, train: Embeddings, val: Embeddings | None, k: Sequence[int], linear: bool
 ) -> EvaluationRow:
-    knn, probe, quality, n_train, n_val = score_embeddings(train, val, k=k, linear=linear)
+    """The kNN, linear-probe and label-free scores of one pair of embedding sets."""
+    if val is not None and val.dim != train.dim:
+        raise ValueError(
+            f"train embeddings have {train.dim} dimensions and val {val.dim}: embed both "
+            "with the same model and feature"
+        )
     meta = train.metadata
-    return EvaluationRow(
+    row = EvaluationRow(
         model=model,
         preprocess=meta.get("preprocess"),
         branch=meta.get("branch"),
         feature=meta.get("feature"),
-        n_train=n_train,
-        n_val=n_val,
-        knn=knn,
-        linear=probe,
-        quality=quality,
+        n_train=len(train),
+        n_val=0 if val is None else len(val),
+        quality=quality_score(train.vectors).to_dict() if len(train) >= 2 else {},
     )
+    if val is None or not train.labelled or not val.labelled:
+        if val is not None:
+            logger.warning("kNN and linear probe need labelled folders (class/image): skipped")
+        return row
+    train, val = _labelled(train, "train"), _labelled(val, "val")
+    row.n_train, row.n_val = len(train), len(val)
+    row.knn, row.linear = label_scores(
+        train.vectors,
+        [label for label in train.labels if label is not None],
+        val.vectors,
+        [label for label in val.labels if label is not None],
+        k=k,
+        linear=linear,
+    )
+    return row

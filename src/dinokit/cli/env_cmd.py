@@ -54,7 +54,7 @@ def _auto_precision() -> dict[str, Any]:
     """What ``--precision auto`` resolves to on each device, and the override in force."""
     import torch
 
-    from ..runtime import AUTO_PRECISION_ENV, resolve_precision
+    from ..runtime.precision import AUTO_PRECISION_ENV, resolve_precision
 
     devices = [torch.device("cpu")]
     devices += [torch.device("cuda", i) for i in range(torch.cuda.device_count())]

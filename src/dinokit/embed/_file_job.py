@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..data import ImageRecord
-from ..runtime import ProcessInfo, barrier
+from ..runtime.distributed import ProcessInfo, barrier
 from ._inputs import Key, embed_progress, failures, key, roots_of, shard
 from ._output import write_output, write_skipped
 from ._rows import iter_tables, make_table, read_metadata

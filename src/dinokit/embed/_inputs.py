@@ -6,7 +6,7 @@ import logging
 
 from .._progress import ProgressBar
 from ..data import ImageRecord
-from ..runtime import ProcessInfo
+from ..runtime.distributed import ProcessInfo
 from .config import EmbedConfig
 from .embedder import EmbeddedBatch
 

@@ -27,7 +27,8 @@ from .._version import __version__
 from ..data import EvalTransform, Failed, ImageDataset, ImageRecord, Sample
 from ..data.preprocess import MODES
 from ..models import Backbone
-from ..runtime import autocast_context, resolve_device, resolve_precision
+from ..runtime.device import resolve_device
+from ..runtime.precision import autocast_context, resolve_precision
 from .model_record import build_backbone, fingerprint, model_record, rebuild_backbone
 from .pooling import blocks_needed, check_feature, feature_dim, pool_features
 

@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 
 from ..data import ImageRecord, list_images
-from ..runtime import (
+from ..runtime.distributed import (
     ProcessInfo,
     all_gather_objects,
     cleanup,
-    default_workers,
     init_distributed,
     is_initialized,
 )
+from ..runtime.machine import default_workers
 from ._file_job import FileJob
 from ._inputs import embed_progress, failures, roots_of, shard
 from .config import EmbedConfig, EmbedSummary

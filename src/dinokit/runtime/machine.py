@@ -52,26 +52,22 @@ def default_workers(*, cap: int) -> int:
     return max(1, min(cap, usable_cpus() - 1))
 
 
+def _cpuinfo(field: str) -> str | None:
+    """The value of the first ``field`` line of ``/proc/cpuinfo`` (Linux), else None."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(field)), None)
+
+
 def cpu_flags() -> list[str]:
     """The CPU's SIMD features that matter for speed (from ``/proc/cpuinfo`` on Linux)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return []
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            present = set(line.split(":", 1)[1].split())
-            return [f for f in _CPU_FLAGS if f in present]
-    return []
+    present = set((_cpuinfo("flags") or "").split())
+    return [f for f in _CPU_FLAGS if f in present]
 
 
 def cpu_model() -> str:
     """The CPU model name, or the platform's processor string."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def onednn_isa_cap() -> str | None:

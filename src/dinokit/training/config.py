@@ -21,7 +21,7 @@ from ..dino.loss import (
     DEFAULT_WARMUP_TEACHER_TEMP_EPOCHS,
 )
 from ..dino.multicrop import DEFAULT_GLOBAL_SCALE, DEFAULT_LOCAL_SCALE, DEFAULT_N_LOCAL_CROPS
-from ..runtime import default_workers
+from ..runtime.machine import default_workers
 from .recipe import REFERENCE_BATCH, REFERENCE_MOMENTUM, Recipe, momentum_for_batch
 
 LOGGERS = ("jsonl", "tensorboard")

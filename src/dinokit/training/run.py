@@ -24,16 +24,10 @@ from ..data import Failed, list_images
 from ..dino import DINOLoss, MultiCropTransform, cosine_schedule, scaled_lr
 from ..models import save_backbone
 from ..models.weights.files import DINOKIT_METADATA_KEY
-from ..runtime import (
-    ProcessInfo,
-    all_gather_objects,
-    autocast_context,
-    convert_sync_batchnorm,
-    distributed,
-    has_batchnorms,
-    make_grad_scaler,
-    resolve_precision,
-)
+from ..runtime import distributed
+from ..runtime.distributed import ProcessInfo, all_gather_objects
+from ..runtime.precision import autocast_context, make_grad_scaler, resolve_precision
+from ..runtime.sync_batchnorm import convert_sync_batchnorm, has_batchnorms
 from .build import build_networks
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, steps_per_epoch

@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..data.io import ImageReadError, open_image
-from ..runtime import default_workers
+from ..runtime.machine import default_workers
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from .._files import atomic_write, save_npy
 from ..data.io import ImageReadError, open_image
 from ..data.preprocess import INTERPOLATIONS
 from ..models.backbone import Backbone
-from ..runtime import resolve_device
+from ..runtime.device import resolve_device
 from ._attention_grid import render_grid
 
 logger = logging.getLogger(__name__)

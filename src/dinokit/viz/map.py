@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from .._files import atomic_write
 from ..data.io import ImageReadError
 from ..embed.embeddings import Embeddings
-from ..runtime import default_workers
+from ..runtime.machine import default_workers
 from ._inputs import (
     Clusters,
     MissingDependencyError,
