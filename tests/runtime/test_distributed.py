@@ -33,7 +33,7 @@ def _no_torchrun_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_single_process_without_env() -> None:
     info = init_distributed("cpu")
     assert (info.rank, info.world_size, info.local_rank) == (0, 1, 0)
-    assert info.is_main and not info.is_distributed and info.device == torch.device("cpu")
+    assert info.is_main and info.device == torch.device("cpu")
     assert not is_initialized() and world_size() == 1
     assert all_gather_objects({"a": 1}) == [{"a": 1}]
     barrier()
@@ -94,7 +94,7 @@ def _worker(rank: int, size: int, port: int, out_dir: str) -> None:
     barrier()
     torch.save(
         {"rank": info.rank, "is_main": info.is_main, "mean": mean, "value": value,
-         "distributed": info.is_distributed, "gathered": gathered, "size": world_size()},
+         "distributed": is_initialized(), "gathered": gathered, "size": world_size()},
         Path(out_dir) / f"rank{rank}.pt",
     )  # fmt: skip
     cleanup()

@@ -51,11 +51,6 @@ class ProcessInfo:
         """The process that writes files and logs (rank 0)."""
         return self.rank == 0
 
-    @property
-    def is_distributed(self) -> bool:
-        """Whether a process group exists (more than one process, or torchrun)."""
-        return is_initialized()
-
 
 def is_initialized() -> bool:
     """Whether a default process group exists."""
