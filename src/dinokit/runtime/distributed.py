@@ -4,8 +4,8 @@ Replaces facebookresearch/dino ``utils.init_distributed_mode``, which reads the 
 ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` variables but also guesses SLURM layouts and
 silently falls back to a fake single-GPU group: here, without the torchrun variables the run
 is plainly single-process and no group is created; with them, the group is created or the
-error is raised. NCCL on CUDA, gloo on the CPU. As in dinov2 (``dinov2/distributed``), this
-sits below training and evaluation, which both use it.
+error is raised. NCCL on CUDA, gloo on the CPU. Like dinov2's ``dinov2/distributed``, it sits
+below everything that runs a model (training and embedding both use it).
 
 ``dist`` in this code base always means ``torch.distributed``; where a process stands in the
 job is a :class:`ProcessInfo`, usually named ``process``.
