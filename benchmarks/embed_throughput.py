@@ -30,7 +30,7 @@ from torchvision import transforms
 
 from dinokit.data import list_images, open_image
 from dinokit.embed import EmbedConfig, Embedder, run_embed
-from dinokit.embed.embedder import default_workers
+from dinokit.runtime.machine import default_workers
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "imagenette-mini"
 
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=128, help="images measured (first N)")
     parser.add_argument("--model", default="dino_vits16")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--workers", type=int, default=default_workers(cap=8))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 

@@ -19,10 +19,10 @@ from collections.abc import Callable
 import timm
 import torch
 
+from dinokit.runtime.precision import autocast_context, resolve_precision
 from dinokit.training import TrainConfig
 from dinokit.training.build import build_networks
 from dinokit.training.loop import train_step
-from dinokit.training.precision import autocast_context, resolve_precision
 from dinokit.training.run import _build_state
 
 

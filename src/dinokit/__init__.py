@@ -1,11 +1,9 @@
 """dinokit: fine-tune DINO-family Vision Transformers on your images and use their embeddings."""
 
-from pathlib import Path
-from typing import Any
-
 from . import cluster, duplicates, embed, search
+from ._version import __version__
+from .api import evaluate, train
 from .embed import Embeddings
-from .evaluation import evaluate
 from .models import (
     Backbone,
     BackboneConfig,
@@ -21,27 +19,6 @@ from .models import (
 from .training import TrainConfig
 from .viz.map import plot_map
 from .viz.report import write_report
-
-__version__ = "0.1.0"
-
-
-def train(data: str | Path | list[str | Path], *, out: str | Path, **options: Any) -> Path:
-    """DINO-train (or fine-tune) a backbone on image folders; returns the run folder.
-
-    The Python face of ``dinokit train``: ``options`` are :class:`TrainConfig` fields
-    (``model``, ``weights``, ``epochs``, ``batch_size``, ``lr``, ``out_dim``...).
-
-    Example:
-        >>> dinokit.train("photos/", model="dino_vits16", out="runs/shop", epochs=20)
-    """
-    from .training import train as run_training
-
-    folders = [data] if isinstance(data, str | Path) else list(data)
-    config = TrainConfig.from_dict(
-        {**options, "data": [str(d) for d in folders], "out": str(out)}, source="train()"
-    )
-    return run_training(config)
-
 
 __all__ = [
     "Backbone",

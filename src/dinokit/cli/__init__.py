@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from .._version import __version__
 from . import (
     attention_cmd,
     cluster_cmd,
@@ -48,8 +49,6 @@ _COMMANDS = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    from .. import __version__
-
     parser = argparse.ArgumentParser(
         prog="dinokit",
         description="Fine-tune DINO-family ViTs on your images and use their embeddings.",

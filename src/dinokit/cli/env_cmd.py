@@ -18,9 +18,9 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the environment report."""
-    from ..env import environment_report
+    from ..runtime.machine import environment_report
 
-    report = environment_report() | _auto_precision()
+    report = environment_report() | _weight_caches() | _auto_precision()
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -40,11 +40,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weight_caches() -> dict[str, Any]:
+    """Where model weights are looked for, and whether downloads are turned off."""
+    from ..models.weights.hub import OFFLINE_ENV, hf_cache_dir, torch_hub_checkpoint_dir
+
+    return {
+        "weights_search_path": [str(torch_hub_checkpoint_dir()), str(hf_cache_dir())],
+        "offline": os.environ.get(OFFLINE_ENV, "") not in ("", "0"),
+    }
+
+
 def _auto_precision() -> dict[str, Any]:
     """What ``--precision auto`` resolves to on each device, and the override in force."""
     import torch
 
-    from ..training.precision import AUTO_PRECISION_ENV, resolve_precision
+    from ..runtime.precision import AUTO_PRECISION_ENV, resolve_precision
 
     devices = [torch.device("cpu")]
     devices += [torch.device("cuda", i) for i in range(torch.cuda.device_count())]

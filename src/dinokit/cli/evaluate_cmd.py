@@ -65,7 +65,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate every recipe and print one table."""
-    from ..evaluation import evaluate
+    from ..api import evaluate
 
     rows = evaluate(
         args.model,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..data import ImageRecord
-from ..training.distributed import DistInfo, barrier
+from ..runtime.distributed import ProcessInfo, barrier
 from ._inputs import Key, embed_progress, failures, key, roots_of, shard
 from ._output import write_output, write_skipped
 from ._rows import iter_tables, make_table, read_metadata
@@ -41,7 +41,7 @@ class FileJob:
         embedder: Embedder,
         records: list[ImageRecord],
         listed_skips: list[dict[str, str]],
-        dist: DistInfo,
+        process: ProcessInfo,
     ) -> None:
         assert config.out is not None
         self.config = config
@@ -49,7 +49,7 @@ class FileJob:
         self.embedder = embedder
         self.records = records
         self.listed_skips = listed_skips
-        self.dist = dist
+        self.process = process
         self.work = WorkDir.of(self.out)
         meta = embedder.metadata()
         self.recipe = {k: meta[k] for k in RECIPE_KEYS}
@@ -63,14 +63,14 @@ class FileJob:
         remaining = [r for r in self.records if key(r) not in done]
         attempt = self.work.next_attempt() if existing.resume else 1
         barrier()  # every rank has read the old state before rank 0 changes it
-        if self.dist.is_main and not existing.resume:
+        if self.process.is_main and not existing.resume:
             self.work.reset({"recipe": self.recipe, "roots": self.roots})
         barrier()
-        failed = self._embed_shard(shard(remaining, self.dist), attempt)
-        self.work.write_skipped(attempt, self.dist.rank, failed)
+        failed = self._embed_shard(shard(remaining, self.process), attempt)
+        self.work.write_skipped(attempt, self.process.rank, failed)
         barrier()
         summary = self._summary(existing, remaining, by_key, attempt)
-        if self.dist.is_main:
+        if self.process.is_main:
             self._merge(summary, existing, by_key)
         barrier()  # the output is complete for every rank
         return summary
@@ -128,7 +128,7 @@ class FileJob:
         failed: list[dict[str, str]] = []
         pending: list[tuple[list[ImageRecord], EmbeddedBatch]] = []
         rows, seq = 0, 0
-        progress = embed_progress(len(mine), self.config, self.dist)
+        progress = embed_progress(len(mine), self.config, self.process)
 
         def flush() -> None:
             nonlocal pending, rows, seq
@@ -149,7 +149,7 @@ class FileJob:
 
             from .._files import atomic_write
 
-            path = self.work.part_path(attempt, self.dist.rank, seq)
+            path = self.work.part_path(attempt, self.process.rank, seq)
             atomic_write(path, lambda tmp: pq.write_table(table, tmp))
             pending, rows, seq = [], 0, seq + 1
 

@@ -6,7 +6,7 @@ import logging
 
 from .._progress import ProgressBar
 from ..data import ImageRecord
-from ..training.distributed import DistInfo
+from ..runtime.distributed import ProcessInfo
 from .config import EmbedConfig
 from .embedder import EmbeddedBatch
 
@@ -26,10 +26,10 @@ def roots_of(records: list[ImageRecord]) -> list[str]:
     return list(dict.fromkeys(str(r.root) for r in records))
 
 
-def shard(items: list[ImageRecord], dist: DistInfo) -> list[ImageRecord]:
+def shard(items: list[ImageRecord], process: ProcessInfo) -> list[ImageRecord]:
     """Rank ``r``'s contiguous share of ``items`` (merging ranks in order keeps the order)."""
-    n, world = len(items), dist.world_size
-    return items[dist.rank * n // world : (dist.rank + 1) * n // world]
+    n, world = len(items), process.world_size
+    return items[process.rank * n // world : (process.rank + 1) * n // world]
 
 
 def failures(batch: EmbeddedBatch) -> list[dict[str, str]]:
@@ -37,13 +37,13 @@ def failures(batch: EmbeddedBatch) -> list[dict[str, str]]:
     return [{"path": f.path, "reason": f.reason} for f in batch.failed]
 
 
-def embed_progress(total: int, config: EmbedConfig, dist: DistInfo) -> ProgressBar:
+def embed_progress(total: int, config: EmbedConfig, process: ProcessInfo) -> ProgressBar:
     """Progress over a shard: a bar on rank 0's terminal, log lines elsewhere or if disabled."""
-    who = f"rank {dist.rank}: " if dist.world_size > 1 else ""
+    who = f"rank {process.rank}: " if process.world_size > 1 else ""
     return ProgressBar(
         total,
         desc=f"{who}embed",
         unit="image",
-        bar=None if config.progress and dist.is_main else False,
+        bar=None if config.progress and process.is_main else False,
         logger=logger,
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.preprocess import MODES
-from ..training.precision import PRECISIONS
+from ..runtime.precision import PRECISIONS
 from .embeddings import FORMATS
 from .pooling import check_feature
 

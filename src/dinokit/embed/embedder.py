@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +23,12 @@ from numpy.typing import NDArray
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from .._version import __version__
 from ..data import EvalTransform, Failed, ImageDataset, ImageRecord, Sample
 from ..data.preprocess import MODES
 from ..models import Backbone
-from ..training.precision import autocast_context, resolve_precision
+from ..runtime.device import resolve_device
+from ..runtime.precision import autocast_context, resolve_precision
 from .model_record import build_backbone, fingerprint, model_record, rebuild_backbone
 from .pooling import blocks_needed, check_feature, feature_dim, pool_features
 
@@ -91,18 +92,6 @@ def collate_by_shape(
         for samples in groups.values()
     ]
     return stacked, failed
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` -> CUDA when available, else the CPU; anything else as ``torch.device``."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def default_workers() -> int:
-    """Loader processes by default: one core is left to the model, at most 8."""
-    return max(1, min(8, (os.cpu_count() or 1) - 1))
 
 
 class Embedder:
@@ -234,8 +223,6 @@ class Embedder:
 
     def metadata(self) -> dict[str, Any]:
         """The recipe of the vectors, JSON-serialisable (``Embeddings.metadata`` entries)."""
-        from .. import __version__
-
         recipe = {
             "format_version": METADATA_VERSION,
             "dinokit_version": __version__,

@@ -16,11 +16,18 @@ from typing import Any
 import numpy as np
 
 from ..data import ImageRecord, list_images
-from ..training.distributed import DistInfo, cleanup, init_distributed, is_initialized
+from ..runtime.distributed import (
+    ProcessInfo,
+    all_gather_objects,
+    cleanup,
+    init_distributed,
+    is_initialized,
+)
+from ..runtime.machine import default_workers
 from ._file_job import FileJob
 from ._inputs import embed_progress, failures, roots_of, shard
 from .config import EmbedConfig, EmbedSummary
-from .embedder import Embedder, default_workers
+from .embedder import Embedder
 from .embeddings import Embeddings
 
 logger = logging.getLogger(__name__)
@@ -40,7 +47,7 @@ def run_embed(config: EmbedConfig) -> tuple[EmbedSummary, Embeddings | None]:
         FileNotFoundError, ValueError: Missing inputs, no images, bad options.
     """
     owns_group = not is_initialized()
-    dist = init_distributed(config.device)
+    process = init_distributed(config.device)
     try:
         listing = list_images(config.inputs)
         embedder = Embedder(
@@ -53,17 +60,17 @@ def run_embed(config: EmbedConfig) -> tuple[EmbedSummary, Embeddings | None]:
             normalize=config.normalize,
             patch_tokens=config.patch_tokens,
             batch_size=config.batch_size,
-            workers=default_workers() if config.workers is None else config.workers,
+            workers=default_workers(cap=8) if config.workers is None else config.workers,
             precision=config.precision,
-            device=dist.device,
+            device=process.device,
         )
         listed_skips = [{"path": s.path, "reason": s.reason} for s in listing.skipped]
         if config.out is None:
-            return _in_memory(embedder, listing.records, listed_skips, dist, config)
-        job = FileJob(config, embedder, listing.records, listed_skips, dist)
+            return _in_memory(embedder, listing.records, listed_skips, process, config)
+        job = FileJob(config, embedder, listing.records, listed_skips, process)
         return job.run(), None
     finally:
-        if owns_group and dist.world_size > 1:
+        if owns_group and process.world_size > 1:
             cleanup()
 
 
@@ -131,15 +138,15 @@ def _in_memory(
     embedder: Embedder,
     records: list[ImageRecord],
     listed_skips: list[dict[str, str]],
-    dist: DistInfo,
+    process: ProcessInfo,
     config: EmbedConfig,
 ) -> tuple[EmbedSummary, Embeddings]:
-    mine = shard(records, dist)
-    offset = dist.rank * len(records) // dist.world_size
+    mine = shard(records, process)
+    offset = process.rank * len(records) // process.world_size
     indices: list[np.ndarray[Any, Any]] = []
     vectors: list[np.ndarray[Any, Any]] = []
     failed: list[dict[str, str]] = []
-    progress = embed_progress(len(mine), config, dist)
+    progress = embed_progress(len(mine), config, process)
     try:
         for batch in embedder.iter_batches(mine):
             indices.append(batch.indices + offset)
@@ -153,12 +160,7 @@ def _in_memory(
         np.concatenate(vectors) if vectors else np.zeros((0, embedder.dim), dtype=np.float32),
         failed,
     )
-    gathered = [local]
-    if dist.world_size > 1:
-        import torch.distributed
-
-        gathered = [local] * dist.world_size
-        torch.distributed.all_gather_object(gathered, local)
+    gathered = all_gather_objects(local)
     order = np.concatenate([g[0] for g in gathered])
     matrix = np.concatenate([g[1] for g in gathered])[np.argsort(order, kind="stable")]
     order.sort()

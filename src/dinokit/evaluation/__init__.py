@@ -1,24 +1,23 @@
 """Evaluation of embeddings: DINO's weighted kNN (facebookresearch/dino), a linear probe and
-label-free quality scores."""
+label-free quality scores. Pure metrics on vectors; :func:`dinokit.api.evaluate` embeds
+folders and calls them."""
 
-from .evaluate import REFERENCE_KS, EvaluationRow, evaluate, score_embeddings
-from .knn import DEFAULT_K, DEFAULT_TEMPERATURE, knn_accuracy, knn_predict
+from .knn import DEFAULT_K, DEFAULT_TEMPERATURE, REFERENCE_KS, knn_accuracy, knn_predict
 from .linear import LinearProbeResult, linear_probe
 from .quality import QualityScore, effective_rank, quality_score, uniformity
+from .scores import label_scores
 
 __all__ = [
     "DEFAULT_K",
     "DEFAULT_TEMPERATURE",
     "REFERENCE_KS",
-    "EvaluationRow",
     "LinearProbeResult",
     "QualityScore",
     "effective_rank",
-    "evaluate",
     "knn_accuracy",
     "knn_predict",
+    "label_scores",
     "linear_probe",
     "quality_score",
-    "score_embeddings",
     "uniformity",
 ]

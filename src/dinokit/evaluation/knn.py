@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_TEMPERATURE = 0.07
 #: Reference default ``k`` (``eval_knn.py`` reports 10, 20, 100 and 200).
 DEFAULT_K = 20
+#: The ``k`` values DINO's ``eval_knn.py`` reports.
+REFERENCE_KS: tuple[int, ...] = (10, 20, 100, 200)
 #: Elements of the ``(chunk, N)`` similarity matrix per chunk when no chunk size is given
 #: (2**25 float32 values = 128 MiB).
 CHUNK_ELEMENTS = 2**25

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from ..dino.loss import (
     DEFAULT_WARMUP_TEACHER_TEMP_EPOCHS,
 )
 from ..dino.multicrop import DEFAULT_GLOBAL_SCALE, DEFAULT_LOCAL_SCALE, DEFAULT_N_LOCAL_CROPS
+from ..runtime.machine import default_workers
 from .recipe import REFERENCE_BATCH, REFERENCE_MOMENTUM, Recipe, momentum_for_batch
 
 LOGGERS = ("jsonl", "tensorboard")
@@ -86,7 +86,7 @@ class TrainConfig:
     # Machine.
     precision: str = "auto"  # auto | bf16 | fp16 | fp32
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    workers: int = field(default_factory=lambda: default_workers(cap=4))
     seed: int = 0
     # Outputs.
     save_every: int = 0  # also checkpoint every N steps (0: at epoch ends only)

@@ -20,7 +20,7 @@ import torch
 
 from ..data import Batch, Failed
 from ..dino import cancel_last_layer_gradients, koleo_per_crop, update_teacher
-from . import distributed
+from ..runtime import distributed
 from .optim import apply_schedules, clip_gradients
 from .state import TrainState
 

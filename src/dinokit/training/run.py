@@ -24,7 +24,10 @@ from ..data import Failed, list_images
 from ..dino import DINOLoss, MultiCropTransform, cosine_schedule, scaled_lr
 from ..models import save_backbone
 from ..models.weights.files import DINOKIT_METADATA_KEY
-from . import distributed
+from ..runtime import distributed
+from ..runtime.distributed import ProcessInfo, all_gather_objects
+from ..runtime.precision import autocast_context, make_grad_scaler, resolve_precision
+from ..runtime.sync_batchnorm import convert_sync_batchnorm, has_batchnorms
 from .build import build_networks
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, steps_per_epoch
@@ -33,10 +36,8 @@ from .loop import train_one_epoch
 from .metrics import MetricsLog, plot_curves
 from .monitor import CollapseWatch, KnnMonitor
 from .optim import build_adamw, freeze_backbone, param_groups
-from .precision import autocast_context, make_grad_scaler, resolve_precision
 from .progress import Progress
 from .state import Schedules, TrainState
-from .sync_batchnorm import convert_sync_batchnorm, has_batchnorms
 from .tensorboard import check_tensorboard
 
 logger = logging.getLogger(__name__)
@@ -133,15 +134,15 @@ def train(config: TrainConfig) -> Path:
     config.validate()
     if config.logger == "tensorboard":
         check_tensorboard()  # before any work, not after the first epoch
-    dist = distributed.init_distributed(config.device)
-    device = dist.device
+    process = distributed.init_distributed(config.device)
+    device = process.device
     out = Path(config.out)
     try:
         resume_from = prepare_run_folder(out, resume=config.resume)
         distributed.barrier()  # every process checks the folder before rank 0 writes in it
         images = list_images(config.data)
         seed_everything(config.seed)
-        nets = build_networks(config, n_images=len(images.records), world_size=dist.world_size)
+        nets = build_networks(config, n_images=len(images.records), world_size=process.world_size)
         config = nets.config
         _log_sources(config, nets.sources)
         precision = resolve_precision(config.precision, device)
@@ -151,10 +152,12 @@ def train(config: TrainConfig) -> Path:
             config.model,
             device,
             precision,
-            dist.world_size,
+            process.world_size,
         )
 
-        state = _build_state(config, nets, device, dist.world_size, len(images.records), precision)
+        state = _build_state(
+            config, nets, device, process.world_size, len(images.records), precision
+        )
         if resume_from is not None:
             saved = load_checkpoint(resume_from)
             state.load_state_dict(saved)
@@ -165,7 +168,7 @@ def train(config: TrainConfig) -> Path:
                 state.epoch + 1,
                 state.step_in_epoch,
             )
-        if dist.is_main:
+        if process.is_main:
             (out / "checkpoints").mkdir(parents=True, exist_ok=True)
             write_yaml(
                 out / CONFIG_FILE,
@@ -179,7 +182,7 @@ def train(config: TrainConfig) -> Path:
             images.records,
             device,
             precision,
-            dist,
+            process,
             out,
             skipped=[(s.path, s.reason) for s in images.skipped],
             resumed=resume_from is not None,
@@ -256,7 +259,7 @@ def _run_epochs(
     records: Any,
     device: torch.device,
     precision: str,
-    dist: distributed.DistInfo,
+    process: ProcessInfo,
     out: Path,
     *,
     skipped: list[tuple[str, str]],
@@ -282,20 +285,20 @@ def _run_epochs(
             resume_step=state.global_step if resumed else None,
             tensorboard=config.logger == "tensorboard",
         )
-        if dist.is_main
+        if process.is_main
         else None
     )
     monitor = (
         KnnMonitor(config.eval_train, config.eval_val, k=config.knn_k, workers=config.workers)
-        if config.eval_train and config.eval_val and dist.is_main
+        if config.eval_train and config.eval_val and process.is_main
         else None
     )
     max_steps = config.max_steps
     total_steps = config.epochs * state.schedules.steps_per_epoch
-    progress = Progress(total_steps, state.global_step, enabled=config.progress and dist.is_main)
+    progress = Progress(total_steps, state.global_step, enabled=config.progress and process.is_main)
 
     def checkpoint() -> None:
-        if dist.is_main:
+        if process.is_main:
             save_checkpoint(out / LAST_CHECKPOINT, state.state_dict())
         distributed.barrier()
 
@@ -326,8 +329,8 @@ def _run_epochs(
         with _stop_on_interrupt() as interrupt:
 
             def on_step(stats: dict[str, float], n_images: int) -> None:
-                progress.update(stats, n_images * dist.world_size, epoch=state.epoch)
-                if dist.is_main:
+                progress.update(stats, n_images * process.world_size, epoch=state.epoch)
+                if process.is_main:
                     collapse.update(stats, state.global_step)
                 if metrics is not None and state.global_step % config.log_every == 0:
                     metrics.write(
@@ -366,8 +369,8 @@ def _run_epochs(
                     config.batch_size,
                     seed=config.seed,
                     epoch=state.epoch,
-                    rank=dist.rank,
-                    world_size=dist.world_size,
+                    rank=process.rank,
+                    world_size=process.world_size,
                     start_batch=state.step_in_epoch,
                 )
                 loader = epoch_loader(
@@ -389,7 +392,7 @@ def _run_epochs(
                 state.epoch += 1
                 state.step_in_epoch = 0
                 checkpoint()
-                if dist.is_main and config.keep_every and state.epoch % config.keep_every == 0:
+                if process.is_main and config.keep_every and state.epoch % config.keep_every == 0:
                     save_checkpoint(
                         out / f"checkpoints/epoch_{state.epoch:04d}.pt", state.state_dict()
                     )
@@ -404,7 +407,7 @@ def _run_epochs(
             metrics.close()
         raise
     progress.close()
-    _finish(state, config, out, dist, failed, skipped, metrics)
+    _finish(state, config, out, process, failed, skipped, metrics)
 
 
 def _log_sources(config: TrainConfig, sources: dict[str, str]) -> None:
@@ -447,15 +450,6 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _gather(items: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
-    """Every process's list, on every process (just ``[items]`` without a process group)."""
-    if not distributed.is_initialized():
-        return [items]
-    gathered: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, items)
-    return gathered
-
-
 def _frozen(state: TrainState) -> bool:
     return not any(p.requires_grad for p in state.student.backbone.vit.blocks[-1].parameters())
 
@@ -464,13 +458,13 @@ def _finish(
     state: TrainState,
     config: TrainConfig,
     out: Path,
-    dist: distributed.DistInfo,
+    process: ProcessInfo,
     failed: list[Failed],
     skipped: list[tuple[str, str]],
     metrics: MetricsLog | None,
 ) -> None:
-    failed_all = _gather([(f.path, f.reason) for f in failed])
-    if not dist.is_main:
+    failed_all = all_gather_objects([(f.path, f.reason) for f in failed])
+    if not process.is_main:
         return
     unreadable = sorted(set(skipped) | {item for part in failed_all for item in part})
     if unreadable:

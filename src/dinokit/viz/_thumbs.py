@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,6 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..data.io import ImageReadError, open_image
+from ..runtime.machine import default_workers
 
 logger = logging.getLogger(__name__)
 
@@ -62,15 +62,6 @@ def encode_thumbnail(path: str | Path, size: int, *, quality: int = 80) -> Thumb
     return Thumbnail(data=buffer.getvalue(), width=image.width, height=image.height)
 
 
-def default_workers() -> int:
-    """Threads for thumbnail decoding: the CPUs this process may use, at most 8."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(8, cpus))
-
-
 def stream_thumbnails(
     paths: Iterable[str | Path], size: int, *, workers: int | None = None
 ) -> Iterator[Thumbnail]:
@@ -82,12 +73,12 @@ def stream_thumbnails(
     Args:
         paths: Image files.
         size: Longest side of each thumbnail in pixels.
-        workers: Decoding threads (default: :func:`default_workers`).
+        workers: Decoding threads (default: :func:`~dinokit.runtime.default_workers`, at most 8).
 
     Yields:
         One :class:`Thumbnail` per path, in order.
     """
-    count = workers or default_workers()
+    count = workers or default_workers(cap=8)
     window: deque[Future[Thumbnail]] = deque()
     with ThreadPoolExecutor(max_workers=count, thread_name_prefix="thumbs") as pool:
         for path in paths:

@@ -25,6 +25,7 @@ from .._files import atomic_write, save_npy
 from ..data.io import ImageReadError, open_image
 from ..data.preprocess import INTERPOLATIONS
 from ..models.backbone import Backbone
+from ..runtime.device import resolve_device
 from ._attention_grid import render_grid
 
 logger = logging.getLogger(__name__)
@@ -295,7 +296,7 @@ def attention(
     if not files:
         raise ValueError("no images given: pass image files or folders")
     if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device()
     if isinstance(model, Backbone):
         backbone = model.eval().to(device)
     else:

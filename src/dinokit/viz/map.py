@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from .._files import atomic_write
 from ..data.io import ImageReadError
 from ..embed.embeddings import Embeddings
+from ..runtime.machine import default_workers
 from ._inputs import (
     Clusters,
     MissingDependencyError,
@@ -32,7 +33,7 @@ from ._inputs import (
     read_clusters,
 )
 from ._map_figure import LegendEntry, color_groups, draw_map, spread_sample
-from ._thumbs import default_workers, thumbnail_image
+from ._thumbs import thumbnail_image
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ def _load_thumbnails(emb: Embeddings, rows: NDArray[np.int64], size: int) -> lis
             logger.warning("map thumbnail skipped: %s", error)
             return row, None
 
-    with ThreadPoolExecutor(max_workers=default_workers()) as pool:
+    with ThreadPoolExecutor(max_workers=default_workers(cap=8)) as pool:
         loaded = list(pool.map(load, rows.tolist()))
     return [(row, image) for row, image in loaded if image is not None]
 

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._files import atomic_write, default_mode
+from .._version import __version__
 from ..embed.embeddings import Embeddings
 from ..search._vectors import unit_rows
 from . import _report_html as h
@@ -189,8 +190,6 @@ def write_report(
         )
         map_ref = _draw_map(emb, found, staging, files.name, inline, map_method, seed)
         sections = _sections(emb, found, groups, plan, thumbs, unreadable, map_ref)
-        from .. import __version__
-
         page = h.page(
             title=f"dinokit report: {out.stem}",
             sections=sections,

@@ -4,7 +4,11 @@ Replaces facebookresearch/dino ``utils.init_distributed_mode``, which reads the 
 ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` variables but also guesses SLURM layouts and
 silently falls back to a fake single-GPU group: here, without the torchrun variables the run
 is plainly single-process and no group is created; with them, the group is created or the
-error is raised. NCCL on CUDA, gloo on the CPU.
+error is raised. NCCL on CUDA, gloo on the CPU. Like dinov2's ``dinov2/distributed``, it sits
+below everything that runs a model (training and embedding both use it).
+
+``dist`` in this code base always means ``torch.distributed``; where a process stands in the
+job is a :class:`ProcessInfo`, usually named ``process``.
 """
 
 from __future__ import annotations
@@ -12,18 +16,22 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from .device import resolve_device
+
 logger = logging.getLogger(__name__)
 
 _ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class DistInfo:
+class ProcessInfo:
     """Where this process stands in the job.
 
     Attributes:
@@ -43,15 +51,15 @@ class DistInfo:
         """The process that writes files and logs (rank 0)."""
         return self.rank == 0
 
-    @property
-    def is_distributed(self) -> bool:
-        """Whether a process group exists (more than one process, or torchrun)."""
-        return is_initialized()
-
 
 def is_initialized() -> bool:
     """Whether a default process group exists."""
     return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    """The number of processes in the default group (1 without one)."""
+    return dist.get_world_size() if is_initialized() else 1
 
 
 def _env_int(name: str) -> int:
@@ -68,19 +76,7 @@ def _env_int(name: str) -> int:
         raise RuntimeError(f"environment variable {name}={value!r} is not an integer") from None
 
 
-def _resolve_device(device_pref: str | torch.device, local_rank: int) -> torch.device:
-    if device_pref == "auto":
-        device_pref = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_pref)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but CUDA is not available")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
-
-
-def init_distributed(device_pref: str | torch.device = "auto") -> DistInfo:
+def init_distributed(device_pref: str | torch.device = "auto") -> ProcessInfo:
     """Join the torchrun job, or describe the single process when not launched by torchrun.
 
     With ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` set, creates the default process group
@@ -91,25 +87,25 @@ def init_distributed(device_pref: str | torch.device = "auto") -> DistInfo:
         device_pref: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or a device.
 
     Returns:
-        This process's :class:`DistInfo`.
+        This process's :class:`ProcessInfo`.
 
     Raises:
         RuntimeError: only some of the variables are set, or they are not integers, or
             CUDA was requested and is missing.
     """
     if not any(v in os.environ for v in _ENV_VARS):
-        device = _resolve_device(device_pref, 0)
+        device = resolve_device(device_pref)
         logger.debug("single process on %s (no torchrun variables)", device)
-        return DistInfo(rank=0, world_size=1, local_rank=0, device=device)
-    rank, world_size, local_rank = (_env_int(v) for v in _ENV_VARS)
-    device = _resolve_device(device_pref, local_rank)
+        return ProcessInfo(rank=0, world_size=1, local_rank=0, device=device)
+    rank, size, local_rank = (_env_int(v) for v in _ENV_VARS)
+    device = resolve_device(device_pref, local_rank=local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, init_method="env://")
-        logger.info("process group up: rank %d of %d, %s on %s", rank, world_size, backend, device)
-    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+        logger.info("process group up: rank %d of %d, %s on %s", rank, size, backend, device)
+    return ProcessInfo(rank=rank, world_size=size, local_rank=local_rank, device=device)
 
 
 def barrier() -> None:
@@ -136,6 +132,18 @@ def all_reduce_mean(tensor: Tensor) -> Tensor:
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
         out /= dist.get_world_size()
     return out
+
+
+def all_gather_objects(obj: T) -> list[T]:
+    """Every process's ``obj`` (picklable), in rank order, on every process.
+
+    Without a process group, ``[obj]``.
+    """
+    if not is_initialized():
+        return [obj]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def cleanup() -> None:

@@ -1,4 +1,7 @@
-"""What this machine offers dinokit: versions, CPU features, accelerators, cache folders."""
+"""What this machine offers dinokit: versions, CPU features and count, accelerators.
+
+Also the one rule for how many data-loading workers to start (:func:`default_workers`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .models.weights.hub import OFFLINE_ENV, hf_cache_dir, torch_hub_checkpoint_dir
+from .._version import __version__
 
 _CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 # oneDNN, which runs PyTorch's bf16 CPU matmuls, can be capped to an older instruction set
@@ -20,33 +23,51 @@ _ONEDNN_ISA_ENVS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 _ONEDNN_BF16_CAPS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10", "ALL")
 
 
-def _version(package: str) -> str:
+def _installed_version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (``taskset``, container CPU sets)
+    where the platform has one, else every CPU."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(*, cap: int) -> int:
+    """How many data-loading workers (processes or threads) to start by default.
+
+    One usable CPU is left to the process that runs the model; never fewer than 1, never
+    more than ``cap`` (past a few workers, decoding stops being the bottleneck and each
+    worker process costs memory).
+
+    Args:
+        cap: The most workers this caller wants.
+    """
+    return max(1, min(cap, usable_cpus() - 1))
+
+
+def _cpuinfo(field: str) -> str | None:
+    """The value of the first ``field`` line of ``/proc/cpuinfo`` (Linux), else None."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(field)), None)
+
+
 def cpu_flags() -> list[str]:
     """The CPU's SIMD features that matter for speed (from ``/proc/cpuinfo`` on Linux)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return []
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            present = set(line.split(":", 1)[1].split())
-            return [f for f in _CPU_FLAGS if f in present]
-    return []
+    present = set((_cpuinfo("flags") or "").split())
+    return [f for f in _CPU_FLAGS if f in present]
 
 
 def cpu_model() -> str:
     """The CPU model name, or the platform's processor string."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def onednn_isa_cap() -> str | None:
@@ -88,16 +109,16 @@ def cuda_devices() -> list[dict[str, Any]]:
 
 
 def environment_report() -> dict[str, Any]:
-    """Everything ``dinokit env`` prints, as a JSON-serialisable dict."""
+    """The machine part of what ``dinokit env`` prints, as a JSON-serialisable dict."""
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "dinokit": _version("dinokit"),
+        "dinokit": __version__,
         "torch": torch.__version__,
-        "torchvision": _version("torchvision"),
-        "timm": _version("timm"),
-        "numpy": _version("numpy"),
-        "safetensors": _version("safetensors"),
+        "torchvision": _installed_version("torchvision"),
+        "timm": _installed_version("timm"),
+        "numpy": _installed_version("numpy"),
+        "safetensors": _installed_version("safetensors"),
         "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -107,6 +128,4 @@ def environment_report() -> dict[str, Any]:
         "onednn_isa_cap": onednn_isa_cap(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "cuda_devices": cuda_devices(),
-        "weights_search_path": [str(torch_hub_checkpoint_dir()), str(hf_cache_dir())],
-        "offline": os.environ.get(OFFLINE_ENV, "") not in ("", "0"),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from dinokit.dino import DINOHead
-from dinokit.training.sync_batchnorm import (
+from dinokit.runtime.sync_batchnorm import (
     SyncBatchNorm1d,
     convert_sync_batchnorm,
     has_batchnorms,

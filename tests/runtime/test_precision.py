@@ -1,4 +1,4 @@
-"""Tests for dinokit.training.precision (reference: facebookresearch/dino main_dino.py use_fp16)."""
+"""Tests for dinokit.runtime.precision (reference: facebookresearch/dino main_dino.py use_fp16)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import contextlib
 import pytest
 import torch
 
-from dinokit.training import precision as precision_mod
-from dinokit.training.precision import (
+from dinokit.runtime import machine
+from dinokit.runtime import precision as precision_mod
+from dinokit.runtime.precision import (
     AUTO_PRECISION_ENV,
     autocast_context,
     autocast_dtype,
@@ -40,7 +41,7 @@ def no_override(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_resolution_on_cpu(
     monkeypatch: pytest.MonkeyPatch, requested: str, cpu_bf16: bool, expected: str
 ) -> None:
-    monkeypatch.setattr(precision_mod.env, "cpu_supports_bf16", lambda: cpu_bf16)
+    monkeypatch.setattr(precision_mod, "cpu_supports_bf16", lambda: cpu_bf16)
     assert resolve_precision(requested, CPU) == expected
 
 
@@ -75,9 +76,7 @@ def test_other_devices_and_bad_names() -> None:
 
 @pytest.mark.usefixtures("no_override")
 def test_this_machine_auto_matches_cpu_flags() -> None:
-    from dinokit.env import cpu_supports_bf16
-
-    assert resolve_precision("auto", CPU) == ("bf16" if cpu_supports_bf16() else "fp32")
+    assert resolve_precision("auto", CPU) == ("bf16" if machine.cpu_supports_bf16() else "fp32")
 
 
 @pytest.mark.parametrize(
@@ -88,7 +87,7 @@ def test_this_machine_auto_matches_cpu_flags() -> None:
 def test_the_environment_variable_overrides_auto(
     monkeypatch: pytest.MonkeyPatch, forced: str, cpu_bf16: bool, expected: str
 ) -> None:
-    monkeypatch.setattr(precision_mod.env, "cpu_supports_bf16", lambda: cpu_bf16)
+    monkeypatch.setattr(precision_mod, "cpu_supports_bf16", lambda: cpu_bf16)
     monkeypatch.setenv(AUTO_PRECISION_ENV, forced)
     assert resolve_precision("auto", CPU) == expected
     # An explicit request is kept whatever the variable says.
@@ -118,17 +117,15 @@ def test_a_bad_override_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> 
 def test_a_onednn_cap_below_bf16_means_no_native_bf16(
     monkeypatch: pytest.MonkeyPatch, cap: str | None, native: bool
 ) -> None:
-    from dinokit import env
-
-    monkeypatch.setattr(env, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_bf16"])
+    monkeypatch.setattr(machine, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_bf16"])
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     if cap is None:
         monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     else:
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
-    assert env.cpu_supports_bf16() is native
-    monkeypatch.setattr(env, "cpu_flags", lambda: ["avx2", "avx512f"])
-    assert env.cpu_supports_bf16() is False
+    assert machine.cpu_supports_bf16() is native
+    monkeypatch.setattr(machine, "cpu_flags", lambda: ["avx2", "avx512f"])
+    assert machine.cpu_supports_bf16() is False
 
 
 @pytest.mark.parametrize("name", ["bf16", "fp32"])

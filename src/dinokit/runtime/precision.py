@@ -19,11 +19,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import torch
 
-from .. import env
+from .machine import cpu_supports_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def auto_precision_override() -> PrecisionName | None:
             f"{AUTO_PRECISION_ENV}={value!r} is not a precision: set it to bf16, fp16 or fp32, "
             "or unset it to let auto choose"
         )
-    return _as_name(value)
+    return cast(PrecisionName, value)
 
 
 def resolve_precision(requested: str, device: torch.device) -> PrecisionName:
@@ -62,9 +62,9 @@ def resolve_precision(requested: str, device: torch.device) -> PrecisionName:
     ``auto``: ``$DINOKIT_AUTO_PRECISION`` when set (then as if requested explicitly); else
     bf16 on CUDA devices with native bf16 (compute capability >= 8, Ampere on), fp16 on older
     CUDA devices, bf16 on CPUs with native bf16 (AVX-512 BF16 or AMX, see
-    :func:`dinokit.env.cpu_supports_bf16`), fp32 otherwise (other CPUs, MPS and other device
-    types). An explicit choice is kept, with a warning where it will be slow; bf16 on a CUDA
-    device without it is an error.
+    :func:`~dinokit.runtime.machine.cpu_supports_bf16`), fp32 otherwise (other CPUs, MPS and
+    other device types). An explicit choice is kept, with a warning where it will be slow;
+    bf16 on a CUDA device without it is an error.
 
     Args:
         requested: ``auto``, ``bf16``, ``fp16`` or ``fp32``.
@@ -91,13 +91,13 @@ def resolve_precision(requested: str, device: torch.device) -> PrecisionName:
                 f"{torch.cuda.get_device_name(device)} has no native bf16; use fp16 or auto"
             )
         else:
-            resolved = _as_name(requested)
+            resolved = cast(PrecisionName, requested)
     elif device.type == "cpu":
-        native = env.cpu_supports_bf16()
+        native = cpu_supports_bf16()
         if requested == "auto":
             resolved = "bf16" if native else "fp32"
         else:
-            resolved = _as_name(requested)
+            resolved = cast(PrecisionName, requested)
             if resolved != "fp32" and not native:
                 logger.warning(
                     "%s on a CPU without native bf16/fp16 support is emulated and much slower "
@@ -105,17 +105,9 @@ def resolve_precision(requested: str, device: torch.device) -> PrecisionName:
                     resolved,
                 )
     else:
-        resolved = "fp32" if requested == "auto" else _as_name(requested)
+        resolved = "fp32" if requested == "auto" else cast(PrecisionName, requested)
     logger.info("precision: %s (requested %s, device %s)", resolved, asked, device)
     return resolved
-
-
-def _as_name(requested: str) -> PrecisionName:
-    if requested == "bf16":
-        return "bf16"
-    if requested == "fp16":
-        return "fp16"
-    return "fp32"
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:

@@ -16,18 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
+from ..embed import embed
 from ..embed.embeddings import Embeddings
-from .knn import DEFAULT_TEMPERATURE, knn_accuracy
-from .linear import linear_probe
-from .quality import quality_score
+from ..evaluation import REFERENCE_KS, label_scores, quality_score
 
 logger = logging.getLogger(__name__)
-
-REFERENCE_KS: tuple[int, ...] = (10, 20, 100, 200)
-"""The k values DINO's ``eval_knn.py`` reports."""
 
 
 @dataclass
@@ -61,70 +54,6 @@ class EvaluationRow:
         out = asdict(self)
         out["knn"] = {str(k): v for k, v in self.knn.items()}
         return out
-
-
-def _labelled(emb: Embeddings, what: str) -> Embeddings:
-    rows = [i for i, label in enumerate(emb.labels) if label is not None]
-    if len(rows) < len(emb):
-        logger.warning(
-            "%s: %d images outside class folders are left out", what, len(emb) - len(rows)
-        )
-    return emb.subset(rows)
-
-
-def score_embeddings(
-    train: Embeddings,
-    val: Embeddings | None,
-    *,
-    k: Sequence[int] = REFERENCE_KS,
-    linear: bool = False,
-    temperature: float = DEFAULT_TEMPERATURE,
-) -> tuple[dict[int, float], float | None, dict[str, float], int, int]:
-    """kNN, linear-probe and label-free scores of one pair of embedding sets.
-
-    Args:
-        train: Reference embeddings (labelled for kNN / linear; any for the quality score).
-        val: Labelled embeddings to classify, or ``None`` for the label-free score only.
-        k: Neighbour counts of the kNN classifier.
-        linear: Also fit a linear probe.
-        temperature: kNN vote temperature.
-
-    Returns:
-        ``(knn, linear accuracy or None, quality, n_train, n_val)``.
-    """
-    if val is not None and val.dim != train.dim:
-        raise ValueError(
-            f"train embeddings have {train.dim} dimensions and val {val.dim}: embed both "
-            "with the same model and feature"
-        )
-    quality = quality_score(train.vectors).to_dict() if len(train) >= 2 else {}
-    if val is None or not train.labelled or not val.labelled:
-        if val is not None:
-            logger.warning("kNN and linear probe need labelled folders (class/image): skipped")
-        return {}, None, quality, len(train), 0 if val is None else len(val)
-    train, val = _labelled(train, "train"), _labelled(val, "val")
-    classes = sorted({label for label in train.labels if label is not None})
-    index = {name: i for i, name in enumerate(classes)}
-    missing = sorted({v for v in val.labels if v is not None and v not in index})
-    if missing:
-        logger.warning("val classes absent from train (always counted wrong): %s", missing)
-    train_x = torch.from_numpy(np.require(train.vectors, requirements="W"))
-    val_x = torch.from_numpy(np.require(val.vectors, requirements="W"))
-    train_y = torch.tensor([index[label] for label in train.labels if label is not None])
-    val_y = torch.tensor([index.get(label, -1) if label else -1 for label in val.labels])
-    knn = knn_accuracy(
-        train_x,
-        train_y,
-        val_x,
-        val_y,
-        k=list(k),
-        temperature=temperature,
-        num_classes=len(classes),
-    )
-    probe = None
-    if linear:
-        probe = linear_probe(train_x, train_y, val_x, val_y, num_classes=len(classes)).accuracy
-    return knn, probe, quality, len(train), len(val)
 
 
 def evaluate(
@@ -174,60 +103,104 @@ def evaluate(
         ...                         val="data/val")
         >>> [(r.model, r.knn[20]) for r in rows]
     """
-    from ..embed import embed
-
     model_list = [models] if isinstance(models, str | Path) else list(models)
     if not model_list and train_embeddings is None:
         raise ValueError("nothing to evaluate: give --model (with --train) or --train-embeddings")
     if model_list and train is None:
         raise ValueError("--model needs --train (a labelled folder) to embed")
-    rows: list[EvaluationRow] = []
-    for model in model_list:
-        named = not Path(model).expanduser().exists()
-        for mode in preprocess:
-            for side in branch:
-                options: dict[str, Any] = {
-                    "model": model,
-                    "weights": weights if named else None,
-                    "branch": side,
-                    "preprocess": mode,
-                    "feature": feature,
-                    "batch_size": batch_size,
-                    "workers": workers,
-                    "precision": precision,
-                    "device": device,
-                }
-                logger.info("embedding %s with %s (%s, %s)", train, model, mode or "own", side)
-                assert train is not None
-                train_emb = embed(train, **options)
-                val_emb = embed(val, **options) if val is not None else None
-                rows.append(_row(str(model), train_emb, val_emb, k=k, linear=linear))
+    options = dict(
+        feature=feature, batch_size=batch_size, workers=workers, precision=precision, device=device
+    )
+    rows = [
+        _embed_and_score(model, weights, mode, side, train, val, options, k=k, linear=linear)
+        for model in model_list
+        for mode in preprocess
+        for side in branch
+    ]
     if train_embeddings is not None:
         train_emb = _load(train_embeddings)
         val_emb = _load(val_embeddings) if val_embeddings is not None else None
-        record = train_emb.metadata.get("model") or {}
-        name = str(record.get("model") or train_embeddings) if isinstance(record, dict) else ""
-        rows.append(_row(name or str(train_embeddings), train_emb, val_emb, k=k, linear=linear))
+        rows.append(
+            _row(_recorded_model(train_emb, train_embeddings), train_emb, val_emb, k, linear)
+        )
     return rows
+
+
+def _embed_and_score(
+    model: str | Path,
+    weights: str | Path | None,
+    mode: str | None,
+    side: str,
+    train: str | Path | None,
+    val: str | Path | None,
+    options: dict[str, Any],
+    *,
+    k: Sequence[int],
+    linear: bool,
+) -> EvaluationRow:
+    """Embed the folders with one recipe and score them."""
+    assert train is not None  # checked by evaluate()
+    named = not Path(model).expanduser().exists()
+    recipe = dict(
+        options, model=model, weights=weights if named else None, branch=side, preprocess=mode
+    )
+    logger.info("embedding %s with %s (%s, %s)", train, model, mode or "own", side)
+    train_emb = embed(train, **recipe)
+    val_emb = embed(val, **recipe) if val is not None else None
+    return _row(str(model), train_emb, val_emb, k, linear)
+
+
+def _labelled(emb: Embeddings, what: str) -> Embeddings:
+    rows = [i for i, label in enumerate(emb.labels) if label is not None]
+    if len(rows) < len(emb):
+        logger.warning(
+            "%s: %d images outside class folders are left out", what, len(emb) - len(rows)
+        )
+    return emb.subset(rows)
 
 
 def _load(source: str | Path | Embeddings) -> Embeddings:
     return source if isinstance(source, Embeddings) else Embeddings.load(source)
 
 
+def _recorded_model(emb: Embeddings, source: str | Path | Embeddings) -> str:
+    """The model recorded in an embeddings file, else the file's name."""
+    record = emb.metadata.get("model") or {}
+    name = str(record.get("model") or source) if isinstance(record, dict) else ""
+    return name or str(source)
+
+
 def _row(
-    model: str, train: Embeddings, val: Embeddings | None, *, k: Sequence[int], linear: bool
+    model: str, train: Embeddings, val: Embeddings | None, k: Sequence[int], linear: bool
 ) -> EvaluationRow:
-    knn, probe, quality, n_train, n_val = score_embeddings(train, val, k=k, linear=linear)
+    """The kNN, linear-probe and label-free scores of one pair of embedding sets."""
+    if val is not None and val.dim != train.dim:
+        raise ValueError(
+            f"train embeddings have {train.dim} dimensions and val {val.dim}: embed both "
+            "with the same model and feature"
+        )
     meta = train.metadata
-    return EvaluationRow(
+    row = EvaluationRow(
         model=model,
         preprocess=meta.get("preprocess"),
         branch=meta.get("branch"),
         feature=meta.get("feature"),
-        n_train=n_train,
-        n_val=n_val,
-        knn=knn,
-        linear=probe,
-        quality=quality,
+        n_train=len(train),
+        n_val=0 if val is None else len(val),
+        quality=quality_score(train.vectors).to_dict() if len(train) >= 2 else {},
     )
+    if val is None or not train.labelled or not val.labelled:
+        if val is not None:
+            logger.warning("kNN and linear probe need labelled folders (class/image): skipped")
+        return row
+    train, val = _labelled(train, "train"), _labelled(val, "val")
+    row.n_train, row.n_val = len(train), len(val)
+    row.knn, row.linear = label_scores(
+        train.vectors,
+        [label for label in train.labels if label is not None],
+        val.vectors,
+        [label for label in val.labels if label is not None],
+        k=k,
+        linear=linear,
+    )
+    return row

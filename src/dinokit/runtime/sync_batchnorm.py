@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .distributed import world_size
+
 
 class _AllReduceSum(torch.autograd.Function):
     """Sum over processes; the gradient of each process's input is the sum of the
@@ -51,7 +53,7 @@ class SyncBatchNorm1d(nn.BatchNorm1d):
     """
 
     def forward(self, input: Tensor) -> Tensor:
-        if not (self.training and _world_size() > 1):
+        if not (self.training and world_size() > 1):
             return super().forward(input)
         if input.ndim != 2:
             raise ValueError(f"SyncBatchNorm1d expects (N, C) inputs, got {tuple(input.shape)}")
@@ -80,10 +82,6 @@ class SyncBatchNorm1d(nn.BatchNorm1d):
         unbiased = var * n / (n - 1).clamp_min(1)
         self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
         self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
-
-
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def has_batchnorms(module: nn.Module) -> bool:
