@@ -29,12 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from . import defaults
+
 logger = logging.getLogger(__name__)
 
-#: Reference defaults (``main_dino.py`` / ``DINOHead``).
-DEFAULT_HIDDEN_DIM = 2048
-DEFAULT_BOTTLENECK_DIM = 256
-DEFAULT_N_LAYERS = 3
 #: Std of the truncated normal init of the MLP's Linear weights (reference ``_init_weights``).
 INIT_STD = 0.02
 #: ``F.normalize``'s default eps, as used by the reference before the last layer.
@@ -74,11 +72,11 @@ class DINOHead(nn.Module):
         in_dim: int,
         out_dim: int,
         *,
-        hidden_dim: int = DEFAULT_HIDDEN_DIM,
-        bottleneck_dim: int = DEFAULT_BOTTLENECK_DIM,
-        n_layers: int = DEFAULT_N_LAYERS,
-        use_bn: bool = False,
-        norm_last_layer: bool = True,
+        hidden_dim: int = defaults.HIDDEN_DIM,
+        bottleneck_dim: int = defaults.BOTTLENECK_DIM,
+        n_layers: int = defaults.HEAD_LAYERS,
+        use_bn: bool = defaults.USE_BN_IN_HEAD,
+        norm_last_layer: bool = defaults.NORM_LAST_LAYER,
     ) -> None:
         super().__init__()
         for name, value in (

@@ -28,15 +28,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import defaults
+
 logger = logging.getLogger(__name__)
 
-#: Reference defaults (``main_dino.py`` argparse).
-DEFAULT_N_GLOBAL_CROPS = 2
-DEFAULT_WARMUP_TEACHER_TEMP = 0.04
-DEFAULT_TEACHER_TEMP = 0.04
-DEFAULT_WARMUP_TEACHER_TEMP_EPOCHS = 0
-DEFAULT_STUDENT_TEMP = 0.1
-DEFAULT_CENTER_MOMENTUM = 0.9
 #: Sinkhorn-Knopp iterations of DINOv2's ``sinkhorn_knopp_teacher`` (and SwAV's).
 DEFAULT_SINKHORN_ITERATIONS = 3
 CENTERINGS = ("center", "sinkhorn")
@@ -156,13 +151,13 @@ class DINOLoss(nn.Module):
         self,
         out_dim: int,
         *,
-        n_global_crops: int = DEFAULT_N_GLOBAL_CROPS,
-        warmup_teacher_temp: float = DEFAULT_WARMUP_TEACHER_TEMP,
-        teacher_temp: float = DEFAULT_TEACHER_TEMP,
-        warmup_teacher_temp_epochs: int = DEFAULT_WARMUP_TEACHER_TEMP_EPOCHS,
+        n_global_crops: int = defaults.N_GLOBAL_CROPS,
+        warmup_teacher_temp: float = defaults.WARMUP_TEACHER_TEMP,
+        teacher_temp: float = defaults.TEACHER_TEMP,
+        warmup_teacher_temp_epochs: int = defaults.WARMUP_TEACHER_TEMP_EPOCHS,
         n_epochs: int,
-        student_temp: float = DEFAULT_STUDENT_TEMP,
-        center_momentum: float = DEFAULT_CENTER_MOMENTUM,
+        student_temp: float = defaults.STUDENT_TEMP,
+        center_momentum: float = defaults.CENTER_MOMENTUM,
         n_crops: int | None = None,
         centering: str = "center",
         sinkhorn_iterations: int = DEFAULT_SINKHORN_ITERATIONS,

@@ -8,6 +8,7 @@ whatever the number of loader workers.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -98,6 +99,18 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         for b in range(self.start_batch, n_batches):
             chunk = shard[b * self.batch_size : (b + 1) * self.batch_size]
             yield [(self.epoch, i) for i in chunk]
+
+
+def steps_per_epoch(n_images: int, batch_size: int, world_size: int) -> int:
+    """Optimizer steps in one epoch (incomplete last batches are dropped, as the reference)."""
+    per_rank = math.ceil(n_images / world_size)
+    steps = per_rank // batch_size
+    if steps == 0:
+        raise ValueError(
+            f"{n_images} images are fewer than one batch of {batch_size} per process; "
+            "lower --batch-size or add images"
+        )
+    return steps
 
 
 def build_views_dataset(

@@ -26,14 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..dino import defaults
 from ..dino.loss import teacher_temperature
 
 logger = logging.getLogger(__name__)
-
-#: The reference's teacher momentum and the batch it was chosen for (Caron et al., 2021:
-#: "batch size of 1024, distributed over 16 GPUs"; ``--momentum_teacher 0.996``).
-REFERENCE_MOMENTUM = 0.996
-REFERENCE_BATCH = 1024
 
 #: ``main_dino.py`` argument -> TrainConfig field, for the values a continued run keeps.
 ARGS_TO_FIELDS: dict[str, str] = {
@@ -103,7 +99,7 @@ def recipe_from_args(args: Mapping[str, Any] | None, *, epoch: int | None) -> Re
             continue
         value = args[arg]
         values[name] = tuple(float(v) for v in value) if name in _TUPLES else value
-        notes[name] = f"checkpoint args: {arg}={_show(value)}"
+        notes[name] = f"checkpoint args: {arg}={show(value)}"
     done = int(epoch) if isinstance(epoch, int | float) else 0
     if done and "warmup_teacher_temp_epochs" in values:
         _continue_temperature_warmup(values, notes, done)
@@ -124,7 +120,9 @@ def recipe_from_args(args: Mapping[str, Any] | None, *, epoch: int | None) -> Re
 def _continue_temperature_warmup(values: dict[str, Any], notes: dict[str, str], done: int) -> None:
     """The rest of the reference's linear warm-up after ``done`` epochs (same line)."""
     epochs = int(values["warmup_teacher_temp_epochs"])
-    start = float(values.get("warmup_teacher_temp", values.get("teacher_temp", 0.04)))
+    start = float(
+        values.get("warmup_teacher_temp", values.get("teacher_temp", defaults.WARMUP_TEACHER_TEMP))
+    )
     final = float(values.get("teacher_temp", start))
     now = teacher_temperature(
         done, warmup_teacher_temp=start, teacher_temp=final, warmup_epochs=epochs
@@ -137,7 +135,8 @@ def _continue_temperature_warmup(values: dict[str, Any], notes: dict[str, str], 
         notes["warmup_teacher_temp"] = f"checkpoint args: the warm-up's value at epoch {done}"
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
+    """A value as the log and ``config.yaml`` notes write it (floats to 6 digits)."""
     if isinstance(value, list | tuple):
-        return "(" + ", ".join(f"{v:g}" for v in value) + ")"
+        return "(" + ", ".join(show(v) for v in value) + ")"
     return f"{value:g}" if isinstance(value, float) else str(value)
