@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from . import defaults
+from .defaults import BOTTLENECK_DIM, HEAD_LAYERS, HIDDEN_DIM, NORM_LAST_LAYER, USE_BN_IN_HEAD
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +72,11 @@ class DINOHead(nn.Module):
         in_dim: int,
         out_dim: int,
         *,
-        hidden_dim: int = defaults.HIDDEN_DIM,
-        bottleneck_dim: int = defaults.BOTTLENECK_DIM,
-        n_layers: int = defaults.HEAD_LAYERS,
-        use_bn: bool = defaults.USE_BN_IN_HEAD,
-        norm_last_layer: bool = defaults.NORM_LAST_LAYER,
+        hidden_dim: int = HIDDEN_DIM,
+        bottleneck_dim: int = BOTTLENECK_DIM,
+        n_layers: int = HEAD_LAYERS,
+        use_bn: bool = USE_BN_IN_HEAD,
+        norm_last_layer: bool = NORM_LAST_LAYER,
     ) -> None:
         super().__init__()
         for name, value in (

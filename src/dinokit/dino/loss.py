@@ -28,7 +28,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import defaults
+from .defaults import (
+    CENTER_MOMENTUM,
+    N_GLOBAL_CROPS,
+    STUDENT_TEMP,
+    TEACHER_TEMP,
+    WARMUP_TEACHER_TEMP,
+    WARMUP_TEACHER_TEMP_EPOCHS,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -151,13 +158,13 @@ class DINOLoss(nn.Module):
         self,
         out_dim: int,
         *,
-        n_global_crops: int = defaults.N_GLOBAL_CROPS,
-        warmup_teacher_temp: float = defaults.WARMUP_TEACHER_TEMP,
-        teacher_temp: float = defaults.TEACHER_TEMP,
-        warmup_teacher_temp_epochs: int = defaults.WARMUP_TEACHER_TEMP_EPOCHS,
+        n_global_crops: int = N_GLOBAL_CROPS,
+        warmup_teacher_temp: float = WARMUP_TEACHER_TEMP,
+        teacher_temp: float = TEACHER_TEMP,
+        warmup_teacher_temp_epochs: int = WARMUP_TEACHER_TEMP_EPOCHS,
         n_epochs: int,
-        student_temp: float = defaults.STUDENT_TEMP,
-        center_momentum: float = defaults.CENTER_MOMENTUM,
+        student_temp: float = STUDENT_TEMP,
+        center_momentum: float = CENTER_MOMENTUM,
         n_crops: int | None = None,
         centering: str = "center",
         sinkhorn_iterations: int = DEFAULT_SINKHORN_ITERATIONS,

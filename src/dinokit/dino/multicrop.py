@@ -29,7 +29,7 @@ from torchvision import transforms as T
 
 from dinokit.data.io import DecodeSize
 
-from . import defaults
+from .defaults import GLOBAL_SCALE, GLOBAL_SIZE, LOCAL_SCALE, LOCAL_SIZE, N_LOCAL_CROPS
 
 logger = logging.getLogger(__name__)
 
@@ -134,11 +134,11 @@ class MultiCropTransform:
     def __init__(
         self,
         *,
-        global_size: int = defaults.GLOBAL_SIZE,
-        local_size: int = defaults.LOCAL_SIZE,
-        n_local_crops: int = defaults.N_LOCAL_CROPS,
-        global_scale: tuple[float, float] = defaults.GLOBAL_SCALE,
-        local_scale: tuple[float, float] = defaults.LOCAL_SCALE,
+        global_size: int = GLOBAL_SIZE,
+        local_size: int = LOCAL_SIZE,
+        n_local_crops: int = N_LOCAL_CROPS,
+        global_scale: tuple[float, float] = GLOBAL_SCALE,
+        local_scale: tuple[float, float] = LOCAL_SCALE,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         blur_radius: tuple[float, float] | None = None,
@@ -154,7 +154,7 @@ class MultiCropTransform:
         if n_local_crops:
             self._views.append((local_size, local_scale))
         if blur_radius is None:
-            factor = global_size / defaults.GLOBAL_SIZE
+            factor = global_size / GLOBAL_SIZE
             blur_radius = (BLUR_RADIUS[0] * factor, BLUR_RADIUS[1] * factor)
         self.blur_radius = blur_radius
         self.global_transform_1 = _view_pipeline(

@@ -22,7 +22,16 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from . import defaults
+from .defaults import (
+    BASE_LR,
+    FINAL_TEACHER_MOMENTUM,
+    LR_BATCH,
+    LR_WARMUP_EPOCHS,
+    MIN_LR,
+    TEACHER_MOMENTUM,
+    WEIGHT_DECAY,
+    WEIGHT_DECAY_END,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +99,7 @@ def scaled_lr(base_lr: float, batch_size: int) -> float:
     """
     if batch_size < 1:
         raise ValueError(f"scaled_lr: batch_size must be >= 1, got {batch_size}")
-    return base_lr * batch_size / defaults.LR_BATCH
+    return base_lr * batch_size / LR_BATCH
 
 
 @dataclass(frozen=True)
@@ -115,12 +124,12 @@ def dino_schedules(
     n_epochs: int,
     steps_per_epoch: int,
     batch_size: int,
-    base_lr: float = defaults.BASE_LR,
-    min_lr: float = defaults.MIN_LR,
-    warmup_epochs: float = defaults.LR_WARMUP_EPOCHS,
-    weight_decay: float = defaults.WEIGHT_DECAY,
-    weight_decay_end: float = defaults.WEIGHT_DECAY_END,
-    momentum: float = defaults.TEACHER_MOMENTUM,
+    base_lr: float = BASE_LR,
+    min_lr: float = MIN_LR,
+    warmup_epochs: float = LR_WARMUP_EPOCHS,
+    weight_decay: float = WEIGHT_DECAY,
+    weight_decay_end: float = WEIGHT_DECAY_END,
+    momentum: float = TEACHER_MOMENTUM,
 ) -> Schedules:
     """The reference's three schedules (``main_dino.py``, "init schedulers").
 
@@ -153,6 +162,6 @@ def dino_schedules(
         ),
         weight_decay=cosine_schedule(weight_decay, weight_decay_end, total_steps=total),
         # The momentum is raised to 1 during training with a cosine (reference comment).
-        momentum=cosine_schedule(momentum, defaults.FINAL_TEACHER_MOMENTUM, total_steps=total),
+        momentum=cosine_schedule(momentum, FINAL_TEACHER_MOMENTUM, total_steps=total),
         steps_per_epoch=steps_per_epoch,
     )

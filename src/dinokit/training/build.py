@@ -1,5 +1,6 @@
-"""A run's student and teacher: the backbone with its starting weights, the DINO head (the
-one the weights brought, or a new one), and the teacher as an exact copy."""
+"""A run's student, teacher and loss: the backbone with its starting weights, the DINO head
+(the one the weights brought, or a new one), the teacher as an exact copy, and the loss with
+the centre the weights brought."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..dino import DINOHead, defaults, make_teacher
+from ..dino import DINOHead, DINOLoss, defaults, make_teacher
 from ..models import Backbone, build_vit
 from ..models.factory import fill_backbone
 from .config import ResolvedConfig
@@ -63,3 +64,22 @@ def build_networks(config: ResolvedConfig, start: StartingPoint) -> Networks:
         if isinstance(module, torch.nn.BatchNorm1d):
             module.train()
     return Networks(student, teacher)
+
+
+def build_loss(config: ResolvedConfig, start: StartingPoint) -> DINOLoss:
+    """The DINO loss of the run, its centre the one the weights brought (if it fits)."""
+    loss = DINOLoss(
+        config.out_dim,
+        n_crops=defaults.N_GLOBAL_CROPS + config.local_crops,
+        warmup_teacher_temp=config.warmup_teacher_temp,
+        teacher_temp=config.teacher_temp,
+        warmup_teacher_temp_epochs=config.warmup_teacher_temp_epochs,
+        n_epochs=config.epochs,
+        student_temp=config.student_temp,
+        center_momentum=config.center_momentum,
+        centering=config.centering,
+    )
+    if start.center is not None and start.center.shape == loss.center.shape:
+        loss.center.copy_(start.center)
+        logger.info("loaded the loss centre from the weights file")
+    return loss

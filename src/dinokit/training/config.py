@@ -65,7 +65,12 @@ class _Settings:
     @property
     def fine_tuning(self) -> bool:
         """Whether the run starts from pretrained weights (anything but ``weights: none``)."""
-        return not (isinstance(self.weights, str) and self.weights.lower() == NO_WEIGHTS)
+        return is_fine_tuning(self.weights)
+
+
+def is_fine_tuning(weights: str | None) -> bool:
+    """Whether ``weights`` names pretrained weights (anything but ``none``)."""
+    return not (isinstance(weights, str) and weights.lower() == NO_WEIGHTS)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,9 +23,9 @@ import torch
 from ..dino import defaults
 from ..dino.koleo import DINOV2_KOLEO_WEIGHT
 from ..models.factory import NO_WEIGHTS
-from .config import ResolvedConfig, TrainConfig
+from .config import ResolvedConfig, TrainConfig, is_fine_tuning
 from .precision import resolve_precision
-from .recipe import momentum_for_batch, show
+from .recipe import RECIPE_ARGS, momentum_for_batch, show
 from .start import HeadShape, StartingPoint
 
 logger = logging.getLogger(__name__)
@@ -43,23 +43,6 @@ LR_WARMUP_FRACTION = 0.1
 # The paper's 65,536 prototypes for ImageNet's 1,281,167 images: about 20 images each.
 IMAGES_PER_PROTOTYPE = 20
 MIN_AUTO_OUT_DIM = 256
-
-#: The reference's values of the fields a recorded recipe may set.
-REFERENCE_RECIPE: dict[str, Any] = {
-    "teacher_temp": defaults.TEACHER_TEMP,
-    "warmup_teacher_temp": defaults.WARMUP_TEACHER_TEMP,
-    "warmup_teacher_temp_epochs": defaults.WARMUP_TEACHER_TEMP_EPOCHS,
-    "norm_last_layer": defaults.NORM_LAST_LAYER,
-    "use_bn_in_head": defaults.USE_BN_IN_HEAD,
-    "weight_decay": defaults.WEIGHT_DECAY,
-    "weight_decay_end": defaults.WEIGHT_DECAY_END,
-    "clip_grad": defaults.CLIP_GRAD,
-    "drop_path": defaults.DROP_PATH,
-    "freeze_last_layer": defaults.FREEZE_LAST_LAYER,
-    "local_crops": defaults.N_LOCAL_CROPS,
-    "global_scale": defaults.GLOBAL_SCALE,
-    "local_scale": defaults.LOCAL_SCALE,
-}
 
 
 @dataclass(frozen=True)
@@ -106,7 +89,7 @@ def resolve_config(
         values["weights"] = NO_WEIGHTS  # e.g. vit_test: no official file, so from scratch
     facts = Facts(
         start=start,
-        fine_tuning=dataclasses.replace(request, weights=values["weights"]).fine_tuning,
+        fine_tuning=is_fine_tuning(values["weights"]),
         n_images=n_images,
         world_size=world_size,
     )
@@ -132,7 +115,9 @@ def _recipe_values(request: TrainConfig, facts: Facts) -> Filled:
     reference's."""
     head, recipe = facts.start.head, facts.start.recipe
     filled: Filled = {}
-    for name, default in REFERENCE_RECIPE.items():
+    for name, default in RECIPE_ARGS.values():
+        if name == "momentum":
+            continue  # its own rule: per image at this run's batch
         if head is not None and name in ("use_bn_in_head", "norm_last_layer"):
             key = "use_bn" if name == "use_bn_in_head" else name
             filled[name] = (bool(getattr(head, key)), "the loaded head")

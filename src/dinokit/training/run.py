@@ -18,11 +18,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..config_io import write_yaml
 from ..data import Failed, list_images
-from ..dino import DINOLoss, MultiCropTransform, dino_schedules
+from ..dino import MultiCropTransform, dino_schedules
 from ..models import save_backbone
 from ..models.weights.files import DINOKIT_METADATA_KEY
 from . import distributed
-from .build import build_networks
+from .build import build_loss, build_networks
 from .checkpoint import LAST_CHECKPOINT, load_checkpoint
 from .config import ResolvedConfig, TrainConfig
 from .data import build_views_dataset, steps_per_epoch
@@ -57,83 +57,88 @@ def train(request: TrainConfig) -> Path:
     if request.logger == "tensorboard":
         check_tensorboard()  # before any work, not after the first epoch
     dist = distributed.init_distributed(request.device)
-    out = Path(request.out)
     try:
-        # ============ the run folder and the images ... ============
-        resume_from = prepare_run_folder(out, resume=request.resume)
-        distributed.barrier()  # every process checks the folder before rank 0 writes in it
-        images = list_images(request.data)
-        n_images = len(images.records)
-        saved = load_checkpoint(resume_from) if resume_from is not None else None
-
-        # ============ every automatic value resolved, once ... ============
-        seed_everything(request.seed)
-        start = load_start(request)
-        config = resolve_config(
-            request,
-            start,
-            n_images=n_images,
-            world_size=dist.world_size,
-            device=dist.device,
-            recorded=saved[DINOKIT_METADATA_KEY] if saved is not None else None,
-        )
-        log_sources(config)
-        logger.info(
-            "%d images, %s on %s (%s), %d process(es)",
-            n_images,
-            config.model,
-            dist.device,
-            config.precision,
-            dist.world_size,
-        )
-
-        # ============ networks, optimizer, loss, schedules; optionally resume ... ============
-        state = build_state(
-            config, start, device=dist.device, world_size=dist.world_size, n_images=n_images
-        )
-        if saved is not None:
-            state.load_state_dict(saved)
-            logger.info(
-                "resumed from %s at epoch %d, step %d",
-                resume_from,
-                state.epoch + 1,
-                state.step_in_epoch,
-            )
-        if dist.is_main:
-            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-            write_yaml(out / CONFIG_FILE, config.record(), comments=config.sources)
-        distributed.barrier()
-
-        # ============ preparing data ... ============
-        transform = MultiCropTransform(
-            global_size=config.global_size,
-            local_size=config.local_size,
-            n_local_crops=config.local_crops,
-            global_scale=config.global_scale,
-            local_scale=config.local_scale,
-            mean=state.student.backbone.config.preprocessing.mean,
-            std=state.student.backbone.config.preprocessing.std,
-        )
-        dataset = build_views_dataset(images.records, transform, seed=config.seed)
-
-        # ============ training ... ============
-        log = RunLog(
-            config,
-            out,
-            dist=dist,
-            total_steps=config.epochs * state.schedules.steps_per_epoch,
-            resume_step=state.global_step if saved is not None else None,
-        )
-        try:
-            failed = train_loop(state, dataset, dist=dist, log=log, out=out)
-        finally:
-            log.close()  # also after Ctrl-C or a diverged loss
-
-        # ============ exporting the teacher and the student ... ============
-        skipped = [(s.path, s.reason) for s in images.skipped]
-        _finish(state, out, dist, failed=failed, skipped=skipped)
+        return _train(request, dist)
     finally:
         distributed.cleanup()
+
+
+def _train(request: TrainConfig, dist: distributed.DistInfo) -> Path:
+    """The run of :func:`train` in one process, its process group set up."""
+    out = Path(request.out)
+    # ============ the run folder and the images ... ============
+    resume_from = prepare_run_folder(out, resume=request.resume)
+    distributed.barrier()  # every process checks the folder before rank 0 writes in it
+    images = list_images(request.data)
+    n_images = len(images.records)
+    saved = load_checkpoint(resume_from) if resume_from is not None else None
+
+    # ============ every automatic value resolved, once ... ============
+    seed_everything(request.seed)
+    start = load_start(request)
+    config = resolve_config(
+        request,
+        start,
+        n_images=n_images,
+        world_size=dist.world_size,
+        device=dist.device,
+        recorded=saved[DINOKIT_METADATA_KEY] if saved is not None else None,
+    )
+    log_sources(config)
+    logger.info(
+        "%d images, %s on %s (%s), %d process(es)",
+        n_images,
+        config.model,
+        dist.device,
+        config.precision,
+        dist.world_size,
+    )
+
+    # ============ networks, optimizer, loss, schedules; optionally resume ... ============
+    state = build_state(
+        config, start, device=dist.device, world_size=dist.world_size, n_images=n_images
+    )
+    if saved is not None:
+        state.load_state_dict(saved)
+        logger.info(
+            "resumed from %s at epoch %d, step %d",
+            resume_from,
+            state.epoch + 1,
+            state.step_in_epoch,
+        )
+    if dist.is_main:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        write_yaml(out / CONFIG_FILE, config.record(), comments=config.sources)
+    distributed.barrier()
+
+    # ============ preparing data ... ============
+    transform = MultiCropTransform(
+        global_size=config.global_size,
+        local_size=config.local_size,
+        n_local_crops=config.local_crops,
+        global_scale=config.global_scale,
+        local_scale=config.local_scale,
+        mean=state.student.backbone.config.preprocessing.mean,
+        std=state.student.backbone.config.preprocessing.std,
+    )
+    dataset = build_views_dataset(images.records, transform, seed=config.seed)
+
+    # ============ training ... ============
+    log = RunLog(
+        config,
+        out,
+        dist=dist,
+        total_steps=config.epochs * state.schedules.steps_per_epoch,
+        resume_step=state.global_step if saved is not None else None,
+    )
+    try:
+        failed = train_loop(state, dataset, dist=dist, log=log, out=out)
+    finally:
+        log.close()  # also after Ctrl-C or a diverged loss
+
+    # ============ exporting the teacher and the student ... ============
+    skipped = [(s.path, s.reason) for s in images.skipped]
+    _finish(state, out, dist, failed=failed, skipped=skipped)
     return out
 
 
@@ -179,20 +184,7 @@ def build_state(
         )
 
     # ============ preparing loss ... ============
-    loss = DINOLoss(
-        config.out_dim,
-        n_crops=2 + config.local_crops,
-        warmup_teacher_temp=config.warmup_teacher_temp,
-        teacher_temp=config.teacher_temp,
-        warmup_teacher_temp_epochs=config.warmup_teacher_temp_epochs,
-        n_epochs=config.epochs,
-        student_temp=config.student_temp,
-        center_momentum=config.center_momentum,
-        centering=config.centering,
-    ).to(device)
-    if start.center is not None and start.center.shape == loss.center.shape:
-        loss.center.copy_(start.center)
-        logger.info("loaded the loss centre from the weights file")
+    loss = build_loss(config, start).to(device)
 
     # ============ init schedulers ... ============
     n_steps = steps_per_epoch(n_images, config.batch_size, world_size)
