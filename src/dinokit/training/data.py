@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..data import Batch, Failed, ImageDataset, ImageRecord, Sample, collate_skip_failed
+from ..data import Failed, ImageDataset, ImageRecord, Sample, collate_skip_failed
 from ..dino import MultiCropTransform
 
 logger = logging.getLogger(__name__)
@@ -142,13 +142,9 @@ def epoch_loader(
         dataset,
         batch_sampler=sampler,
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=collate_skip_failed,
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
         generator=torch.Generator().manual_seed(sample_seed(sampler.seed, sampler.epoch, -1)),
     )
-
-
-def _collate(batch: Sequence[Sample[Any] | Failed]) -> Batch:
-    return collate_skip_failed(batch)

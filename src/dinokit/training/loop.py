@@ -62,6 +62,7 @@ def train_loop(
         NonFiniteLossError: the loss diverged (the last good checkpoint is kept).
     """
     config, device = state.config, dist.device
+    cuda = device.type == "cuda"
     autocast = autocast_context(config.precision, device)
     failed: list[Failed] = []
     if not log.resumed:
@@ -78,7 +79,6 @@ def train_loop(
                 world_size=dist.world_size,
                 start_batch=state.step_in_epoch,  # mid-epoch resume
             )
-            cuda = device.type == "cuda"
             for batch in epoch_loader(dataset, sampler, workers=config.workers, pin_memory=cuda):
                 failed.extend(batch.failed)
                 # Head warm-up: a new head first trains alone, the backbone frozen under it.
