@@ -21,12 +21,13 @@ from typing import Any
 import torch
 
 from ..dino import defaults
+from ..dino.head import HeadShape
 from ..dino.koleo import DINOV2_KOLEO_WEIGHT
 from ..models.factory import NO_WEIGHTS
 from .config import ResolvedConfig, TrainConfig, is_fine_tuning
 from .precision import resolve_precision
 from .recipe import RECIPE_ARGS, momentum_for_batch, show
-from .start import HeadShape, StartingPoint
+from .start import StartingPoint
 
 logger = logging.getLogger(__name__)
 

@@ -8,13 +8,12 @@ recipe its run recorded (``args``), which the automatic values continue.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import Tensor
 
-from ..dino import defaults
+from ..dino.head import HeadShape, head_shape
 from ..models import BackboneConfig, get_config
 from ..models.factory import infer_config, run_folder_file
 from ..models.weights import read_weights, resolve_official_weights
@@ -22,21 +21,6 @@ from ..models.weights.files import WeightsFile, is_hf_folder
 from ..models.weights.hub import HF_PREFIX
 from .config import TrainConfig
 from .recipe import Recipe, recipe_from_args
-
-_G_KEYS = ("last_layer.weight_g", "last_layer.parametrizations.weight.original0")
-_V_KEYS = ("last_layer.weight_v", "last_layer.parametrizations.weight.original1")
-
-
-@dataclass(frozen=True)
-class HeadShape:
-    """The shape and options of a DINO head read from its weights."""
-
-    out_dim: int
-    bottleneck_dim: int
-    hidden_dim: int
-    n_layers: int
-    use_bn: bool
-    norm_last_layer: bool
 
 
 @dataclass(frozen=True)
@@ -105,31 +89,6 @@ def _initial_weights(config: TrainConfig) -> tuple[BackboneConfig, WeightsFile |
         resolve_official_weights(backbone_config) if backbone_config.weights else None
     )
     return backbone_config, read_weights(path) if path else None
-
-
-def head_shape(head_state: dict[str, Tensor]) -> HeadShape:
-    """The shape of a DINO head from its state dict (either weight-norm key layout)."""
-    g_key = next((k for k in _G_KEYS if k in head_state), None)
-    v_key = next((k for k in _V_KEYS if k in head_state), None)
-    linear = sorted(
-        int(m.group(1)) for k in head_state if (m := re.fullmatch(r"mlp\.(\d+)\.weight", k))
-    )
-    if v_key is None or g_key is None or not linear:
-        raise ValueError(f"unrecognised DINO head keys: {sorted(head_state)[:8]}")
-    out_dim, bottleneck = head_state[v_key].shape
-    mlp_weights = [
-        head_state[f"mlp.{i}.weight"] for i in linear if head_state[f"mlp.{i}.weight"].ndim == 2
-    ]
-    return HeadShape(
-        out_dim=int(out_dim),
-        bottleneck_dim=int(bottleneck),
-        hidden_dim=int(mlp_weights[0].shape[0]) if len(mlp_weights) > 1 else defaults.HIDDEN_DIM,
-        n_layers=len(mlp_weights),
-        use_bn=any(head_state[f"mlp.{i}.weight"].ndim == 1 for i in linear),
-        # A weight-norm scale left at 1 everywhere means the head was trained with
-        # norm_last_layer (g frozen); otherwise g was learned and stays trainable.
-        norm_last_layer=bool(head_state[g_key].eq(1).all()),
-    )
 
 
 def _recorded_recipe(weights_file: WeightsFile | None) -> Recipe:
