@@ -57,7 +57,7 @@ class _Settings:
     eval_train: str | None = None
     eval_val: str | None = None
     eval_every: int = 1
-    knn_k: int = 20
+    knn_k: int = 20  # DINO's kNN monitor (eval_knn.py)
     logger: str = "jsonl"  # jsonl (metrics.jsonl) | tensorboard (also TensorBoard events)
     progress: bool = True
     resume: bool = False
