@@ -21,9 +21,10 @@ import torch
 
 from dinokit.runtime.precision import autocast_context, resolve_precision
 from dinokit.training import TrainConfig
-from dinokit.training.build import build_networks
 from dinokit.training.loop import train_step
-from dinokit.training.run import _build_state
+from dinokit.training.resolve import resolve_config
+from dinokit.training.run import build_state
+from dinokit.training.start import load_start
 
 
 def make_views(batch: int, n_local: int) -> list[torch.Tensor]:
@@ -70,11 +71,11 @@ def dinokit_step_fn(
         device="cpu",
         progress=False,
     )
-    nets = build_networks(config)
+    start = load_start(config)
     device = torch.device("cpu")
-    resolved = resolve_precision(precision, device)
-    state = _build_state(nets.config, nets, device, 1, 1000 * batch, resolved)
-    autocast = autocast_context(resolved, device)
+    resolved = resolve_config(config, start, n_images=1000 * batch, device=device)
+    state = build_state(resolved, start, device=device, world_size=1, n_images=1000 * batch)
+    autocast = autocast_context(resolved.precision, device)
 
     def step(views: list[torch.Tensor]) -> None:
         train_step(state, views, autocast)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,8 +11,10 @@ from torch import Tensor, nn
 
 from dinokit.dino.head import (
     DINOHead,
+    HeadShape,
     cancel_last_layer_gradients,
     convert_legacy_head_state_dict,
+    head_shape,
     to_legacy_head_state_dict,
 )
 
@@ -166,6 +170,20 @@ def test_modern_round_trip() -> None:
     x = torch.randn(2, IN_DIM)
     with torch.no_grad():
         torch.testing.assert_close(dst(x), src(x))
+
+
+@pytest.mark.parametrize(("n_layers", "use_bn"), [(3, False), (3, True), (2, True), (1, False)])
+def test_head_shape_reads_the_arguments_back(n_layers: int, use_bn: bool) -> None:
+    head = DINOHead(IN_DIM, OUT_DIM, hidden_dim=HIDDEN, n_layers=n_layers, use_bn=use_bn)
+    hidden = HIDDEN if n_layers > 1 else 2048  # one layer has no hidden width: the default
+    expected = HeadShape(OUT_DIM, BOTTLENECK, hidden, n_layers, use_bn, norm_last_layer=True)
+    assert head_shape(head.state_dict()) == expected
+    with torch.no_grad():
+        head.last_layer_g.mul_(2.0)  # learned norms: trained with norm_last_layer false
+    legacy = to_legacy_head_state_dict(head.state_dict())
+    assert head_shape(legacy) == dataclasses.replace(expected, norm_last_layer=False)
+    with pytest.raises(ValueError, match="unrecognised DINO head keys"):
+        head_shape({"mlp.0.weight": torch.zeros(2, 2)})
 
 
 def test_cancel_last_layer_gradients() -> None:

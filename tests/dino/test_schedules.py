@@ -7,13 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dinokit.dino.schedules import (
-    cosine_schedule,
-    lr_schedule,
-    scaled_lr,
-    teacher_momentum_schedule,
-    weight_decay_schedule,
-)
+from dinokit.dino.schedules import Schedules, cosine_schedule, dino_schedules, scaled_lr
 
 
 def _cosine(base: float, final: float, i: int, n: int) -> float:
@@ -61,7 +55,7 @@ def test_invalid_lengths() -> None:
     with pytest.raises(ValueError, match="warmup_steps"):
         cosine_schedule(1.0, 0.0, total_steps=3, warmup_steps=-1)
     with pytest.raises(ValueError, match="n_epochs"):
-        weight_decay_schedule(n_epochs=0, steps_per_epoch=3)
+        dino_schedules(n_epochs=0, steps_per_epoch=3, batch_size=256)
 
 
 def test_scaled_lr_is_the_linear_scaling_rule() -> None:
@@ -72,8 +66,13 @@ def test_scaled_lr_is_the_linear_scaling_rule() -> None:
         scaled_lr(5e-4, 0)
 
 
+def recipe(n_epochs: int, steps_per_epoch: int, batch_size: int = 256) -> Schedules:
+    """The schedules with every value left at the reference's (main_dino.py)."""
+    return dino_schedules(n_epochs=n_epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size)
+
+
 def test_lr_schedule_recipe() -> None:
-    sched = lr_schedule(batch_size=512, n_epochs=20, steps_per_epoch=10)
+    sched = recipe(20, 10, batch_size=512).lr
     peak = scaled_lr(5e-4, 512)
     assert len(sched) == 200
     assert sched[0] == 0.0
@@ -84,14 +83,21 @@ def test_lr_schedule_recipe() -> None:
 
 
 def test_lr_schedule_one_epoch_with_default_warmup() -> None:
-    sched = lr_schedule(batch_size=64, n_epochs=1, steps_per_epoch=7)
+    sched = recipe(1, 7, batch_size=64).lr
     assert len(sched) == 7
     assert np.all(np.diff(sched) > 0)
     assert sched[-1] < scaled_lr(5e-4, 64)
 
 
+def test_fractional_warmup_is_rounded_to_steps() -> None:
+    sched = dino_schedules(n_epochs=4, steps_per_epoch=10, batch_size=256, warmup_epochs=0.25)
+    # 0.25 x 10 = 2.5 warm-up steps, rounded half to even: 2, then the cosine from the peak.
+    np.testing.assert_allclose(sched.lr[:3], [0.0, 5e-4, 5e-4])
+    assert sched.lr[3] < 5e-4
+
+
 def test_weight_decay_recipe() -> None:
-    sched = weight_decay_schedule(n_epochs=3, steps_per_epoch=11)
+    sched = recipe(3, 11).weight_decay
     assert len(sched) == 33
     assert sched[0] == pytest.approx(0.04)
     assert sched[-1] == pytest.approx(0.4)
@@ -100,7 +106,7 @@ def test_weight_decay_recipe() -> None:
 
 @pytest.mark.parametrize(("n_epochs", "steps"), [(100, 50), (1, 1), (1, 2), (2, 3)])
 def test_teacher_momentum_recipe(n_epochs: int, steps: int) -> None:
-    sched = teacher_momentum_schedule(n_epochs=n_epochs, steps_per_epoch=steps)
+    sched = recipe(n_epochs, steps).momentum
     assert len(sched) == n_epochs * steps
     assert sched[0] == pytest.approx(0.996)
     assert np.all(np.diff(sched) >= 0)

@@ -354,15 +354,14 @@ def test_training_starts_from_a_transformers_model(
     tmp_path: Path, offline_caches: Caches, as_weights: bool
 ) -> None:
     """``train --model hf:...`` and ``--model NAME --weights hf:...`` start from its weights."""
-    from dinokit.training.build import build_networks
-    from tests.training.test_run import tiny_config
+    from tests.training.test_run import build, tiny_config
 
     model = _hf_model("vit", layer_norm_eps=1e-6, num_hidden_layers=4, image_size=64)
     model.save_pretrained(tmp_path / "model")
     _cache_snapshot(offline_caches, "someone/tiny-dino", tmp_path / "model")
     spec = {"model": "vit_test", "weights": "hf:someone/tiny-dino"} if as_weights else {
         "model": "hf:someone/tiny-dino", "weights": None}  # fmt: skip
-    nets = build_networks(tiny_config(tmp_path, tmp_path / "run", **spec))
+    nets = build(tiny_config(tmp_path, tmp_path / "run", **spec))
     assert nets.config.lr == 1e-4  # fine-tuning defaults, not from scratch
     backbone = nets.teacher.backbone.eval()
     assert backbone.config.name == "vit_test"

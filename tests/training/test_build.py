@@ -15,8 +15,7 @@ from torch import Tensor
 
 from dinokit.dino.head import DINOHead
 from dinokit.training import train
-from dinokit.training.build import Networks, build_networks
-from dinokit.training.config import auto_out_dim
+from dinokit.training.resolve import auto_out_dim
 from tests.models.checkpoints import (
     DinoFullCheckpoint,
     legacy_head_state,
@@ -26,9 +25,12 @@ from tests.models.checkpoints import (
 )
 from tests.training.test_run import (
     STEPS_PER_EPOCH,
+    Built,
+    build,
     fast_training,
     image_folder,
     last_checkpoint,
+    resolve,
     tiny_config,
 )
 
@@ -79,8 +81,8 @@ def assert_state_equal(actual: dict[str, Tensor], expected: dict[str, Tensor]) -
         assert torch.equal(actual[key], value), key
 
 
-def networks(**overrides: Any) -> Networks:
-    return build_networks(tiny_config("unused", "unused", **overrides))
+def networks(**overrides: Any) -> Built:
+    return build(tiny_config("unused", "unused", **overrides))
 
 
 def test_full_checkpoint_brings_its_head_and_centre(full_checkpoint: DinoFullCheckpoint) -> None:
@@ -88,8 +90,9 @@ def test_full_checkpoint_brings_its_head_and_centre(full_checkpoint: DinoFullChe
     config = nets.config
     assert config.out_dim == K and config.head_warmup_epochs == 0
     assert (config.lr, config.layer_decay, config.koleo) == (1e-4, 0.75, 0.0)  # fine-tuning
-    assert nets.base_weights == str(full_checkpoint.path)
-    assert nets.center is not None and torch.equal(nets.center, full_checkpoint.center)
+    assert nets.start.base_weights == str(full_checkpoint.path)
+    center = nets.start.center
+    assert center is not None and torch.equal(center, full_checkpoint.center)
     # The teacher branch of the file (DINO's recommended one) starts both networks.
     assert_state_equal(nets.student.backbone.vit.state_dict(), file_backbone(full_checkpoint))
     reference = DINOHead(64, K, **HEAD, norm_last_layer=False).eval()
@@ -115,7 +118,7 @@ def test_backbone_file_gets_a_fresh_head_warmed_up_first(
     path = write_dino_backbone_pth(tmp_path / "backbone.pth", source.vit)
     nets = networks(weights=str(path), epochs=epochs)
     assert nets.config.head_warmup_epochs == head_warmup
-    assert nets.center is None and nets.config.out_dim == 64
+    assert nets.start.center is None and nets.config.out_dim == 64
     assert_state_equal(nets.student.backbone.vit.state_dict(), source.vit.state_dict())
     head = nets.student.head
     assert head.mlp[0].out_features == 64 and head.bottleneck_dim == 32  # the config's shape
@@ -210,19 +213,22 @@ def test_automatic_out_dim_keeps_about_twenty_images_per_prototype(
 
 
 def test_out_dim_auto_follows_the_dataset_and_an_explicit_value_wins() -> None:
-    assert networks(out_dim=None).config.out_dim == 65536  # size unknown
+    assert resolve(tiny_config("unused", "unused", out_dim=None)).out_dim == 65536  # size unknown
     config = tiny_config("unused", "unused", out_dim=None)
-    assert build_networks(config, n_images=5_000).config.out_dim == 256
+    assert resolve(config, n_images=5_000).out_dim == 256
     config = tiny_config("unused", "unused", out_dim=64)
-    assert build_networks(config, n_images=5_000).config.out_dim == 64
+    assert resolve(config, n_images=5_000).out_dim == 64
 
 
 def test_koleo_auto_is_dinov2s_weight_from_scratch_only(
     full_checkpoint: DinoFullCheckpoint,
 ) -> None:
-    assert networks().config.koleo == 0.1  # from scratch (DINOv2 koleo_loss_weight)
-    assert networks(batch_size=1).config.koleo == 0.0  # no other image to spread from
-    assert networks(weights=str(full_checkpoint.path), out_dim=None).config.koleo == 0.0
-    assert networks(koleo=0.3).config.koleo == 0.3
+    def koleo(**overrides: Any) -> float:
+        return resolve(tiny_config("unused", "unused", **overrides)).koleo
+
+    assert koleo() == 0.1  # from scratch (DINOv2 koleo_loss_weight)
+    assert koleo(batch_size=1) == 0.0  # no other image to spread from
+    assert koleo(weights=str(full_checkpoint.path), out_dim=None) == 0.0
+    assert koleo(koleo=0.3) == 0.3
     with pytest.raises(ValueError, match="batch of at least 2"):
         tiny_config("unused", "unused", batch_size=1, koleo=0.1).validate()

@@ -19,7 +19,6 @@ import yaml
 
 from dinokit.dino.head import DINOHead
 from dinokit.training import train
-from dinokit.training.build import Networks, build_networks
 from dinokit.training.recipe import momentum_for_batch, recipe_from_args
 from tests.models.checkpoints import (
     BOOSTED_VITS16_ARGS,
@@ -27,7 +26,15 @@ from tests.models.checkpoints import (
     random_backbone,
     write_dino_full_checkpoint,
 )
-from tests.training.test_run import fast_training, image_folder, step_records, tiny_config
+from tests.training.test_run import (
+    Built,
+    build,
+    fast_training,
+    image_folder,
+    resolve,
+    step_records,
+    tiny_config,
+)
 
 __all__ = ["fast_training", "image_folder"]  # shared fixtures
 
@@ -63,11 +70,11 @@ def boosted(tmp_path_factory: pytest.TempPathFactory) -> DinoFullCheckpoint:
     return boosted_checkpoint(tmp_path_factory.mktemp("boosted") / "full_checkpoint.pth")
 
 
-def continued(checkpoint: DinoFullCheckpoint, **overrides: Any) -> Networks:
+def continued(checkpoint: DinoFullCheckpoint, **overrides: Any) -> Built:
     """Networks of a run from ``checkpoint`` that leaves the recipe's fields unset."""
     config = tiny_config("unused", "unused", weights=str(checkpoint.path))
     unset: dict[str, Any] = {"out_dim": None, "local_crops": None}
-    return build_networks(dataclasses.replace(config, **(unset | overrides)))
+    return build(dataclasses.replace(config, **(unset | overrides)))
 
 
 def test_momentum_rule_keeps_the_decay_per_image() -> None:
@@ -84,20 +91,21 @@ def test_momentum_rule_keeps_the_decay_per_image() -> None:
 
 def test_momentum_auto_follows_the_total_batch_and_a_set_value_wins() -> None:
     config = tiny_config("unused", "unused", batch_size=8)
-    nets = build_networks(config)
-    assert nets.config.momentum == pytest.approx(0.996 ** (8 / 1024), rel=1e-12)
+    resolved = resolve(config)
+    assert resolved.momentum == pytest.approx(0.996 ** (8 / 1024), rel=1e-12)
     assert (
-        nets.sources["momentum"] == "reference 0.996 at batch 1024, per image: 0.996 ** (8 / 1024)"
+        resolved.sources["momentum"]
+        == "reference 0.996 at batch 1024, per image: 0.996 ** (8 / 1024)"
     )
-    under_ddp = build_networks(config, world_size=4)  # 4 processes of 8 images
-    assert under_ddp.config.momentum == pytest.approx(0.996 ** (32 / 1024), rel=1e-12)
-    chosen = build_networks(tiny_config("unused", "unused", batch_size=8, momentum=0.99))
-    assert chosen.config.momentum == 0.99 and "momentum" not in chosen.sources
+    under_ddp = resolve(config, world_size=4)  # 4 processes of 8 images
+    assert under_ddp.momentum == pytest.approx(0.996 ** (32 / 1024), rel=1e-12)
+    chosen = resolve(tiny_config("unused", "unused", batch_size=8, momentum=0.99))
+    assert chosen.momentum == 0.99 and "momentum" not in chosen.sources
 
 
 def test_full_checkpoint_continues_its_recipe(boosted: DinoFullCheckpoint) -> None:
     nets = continued(boosted)
-    config, sources = nets.config, nets.sources
+    config, sources = nets.config, nets.config.sources
     # Continuing the boosted run keeps its 0.07 teacher: the 30-epoch warm-up is long over.
     assert (config.teacher_temp, config.warmup_teacher_temp_epochs) == (0.07, 0)
     assert sources["teacher_temp"] == "checkpoint args: teacher_temp=0.07"
@@ -117,7 +125,7 @@ def test_values_the_user_sets_win_over_the_recipe(boosted: DinoFullCheckpoint) -
     nets = continued(boosted, teacher_temp=0.04, local_crops=2, momentum=0.99)
     assert (nets.config.teacher_temp, nets.config.local_crops) == (0.04, 2)
     assert nets.config.momentum == 0.99
-    assert not {"teacher_temp", "local_crops", "momentum"} & set(nets.sources)
+    assert not {"teacher_temp", "local_crops", "momentum"} & set(nets.config.sources)
     with pytest.raises(ValueError, match="norm_last_layer=True but the loaded head"):
         continued(boosted, norm_last_layer=True)
     with pytest.raises(ValueError, match="use_bn_in_head=True but the loaded head has no"):
@@ -173,7 +181,7 @@ def test_continued_run_uses_and_records_the_recipe(
 
     out = tmp_path / "run"
     config = tiny_config(image_folder, out, weights=str(boosted.path), out_dim=None, max_steps=2)
-    with caplog.at_level(logging.INFO, logger="dinokit.training.run"):
+    with caplog.at_level(logging.INFO, logger="dinokit.training"):
         train(config)
     assert "teacher_temp=0.07 (from checkpoint args: teacher_temp=0.07)" in caplog.text
     assert [r["teacher_temp"] for r in step_records(out)] == [0.07, 0.07]  # not 0.04

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,13 @@ from dinokit.dino import DINOLoss
 from dinokit.sample_data import make_sample_images
 from dinokit.training import NonFiniteLossError, TrainConfig, train
 from dinokit.training import run as run_module
+from dinokit.training.build import build_networks
 from dinokit.training.checkpoint import load_checkpoint
+from dinokit.training.config import ResolvedConfig
 from dinokit.training.metrics import plot_curves
+from dinokit.training.model import MultiCropNetwork
+from dinokit.training.resolve import resolve_config
+from dinokit.training.start import StartingPoint, load_start
 
 #: Images in the shared folder (10 classes x 1) and the batch size of most tests.
 N_IMAGES = 10
@@ -61,6 +67,30 @@ def tiny_config(data: Path | str, out: Path | str, **overrides: Any) -> TrainCon
     }
     values.update(overrides)
     return TrainConfig(**values)
+
+
+def resolve(
+    config: TrainConfig, *, n_images: int | None = None, world_size: int = 1
+) -> ResolvedConfig:
+    """The config a run of ``config`` would use (the weights are read, nothing trains)."""
+    return resolve_config(config, load_start(config), n_images=n_images, world_size=world_size)
+
+
+@dataclass
+class Built:
+    """A run's resolved config, starting point and networks, as ``train`` builds them."""
+
+    config: ResolvedConfig
+    start: StartingPoint
+    student: MultiCropNetwork
+    teacher: MultiCropNetwork
+
+
+def build(config: TrainConfig, *, n_images: int | None = None) -> Built:
+    """The networks a run of ``config`` starts with (nothing trains)."""
+    start = load_start(config)
+    resolved = resolve_config(config, start, n_images=n_images)
+    return Built(resolved, start, *build_networks(resolved, start))
 
 
 def last_checkpoint(run: Path | str) -> dict[str, Any]:
@@ -256,12 +286,8 @@ def test_a_run_folder_as_model_continues_with_its_head(image_folder: Path, tmp_p
     """``--model runs/x`` starts from that run's teacher backbone *and* head (last.pt)."""
     import torch
 
-    from dinokit.training.build import build_networks
-
     first = train(tiny_config(image_folder, tmp_path / "first", epochs=1))
-    nets = build_networks(
-        tiny_config(image_folder, tmp_path / "second", model=str(first), weights=None)
-    )
+    nets = build(tiny_config(image_folder, tmp_path / "second", model=str(first), weights=None))
     saved = last_checkpoint(first)["teacher"]
     assert nets.config.head_warmup_epochs == 0  # the head came with the weights
     for key, value in nets.student.head.state_dict().items():

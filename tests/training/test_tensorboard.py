@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -54,6 +55,9 @@ def test_event_files_hold_the_metrics_and_the_knn_curve(image_folder: Path, tmp_
 def test_old_tensorboard_key_reads_as_logger() -> None:
     assert TrainConfig.from_dict({"tensorboard": True}).logger == "tensorboard"
     assert TrainConfig.from_dict({"tensorboard": False}).logger == "jsonl"
+    both = {"tensorboard": True, "logger": "jsonl"}  # a file that has both: logger wins
+    assert TrainConfig.from_dict(both).logger == "jsonl"
+    assert "tensorboard" not in {f.name for f in dataclasses.fields(TrainConfig)}  # no dead field
     with pytest.raises(ValueError, match="logger must be one of jsonl, tensorboard"):
         TrainConfig.from_dict({"data": ["x"], "logger": "wandb"}).validate()
 

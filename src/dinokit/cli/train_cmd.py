@@ -7,22 +7,59 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..dino import defaults as ref
+from ..dino.koleo import DINOV2_KOLEO_WEIGHT
+from ..training import TrainConfig
+from ..training.resolve import FINE_TUNING_LAYER_DECAY, FINE_TUNING_LR
+
 logger = logging.getLogger(__name__)
 
 # (flag, config field, type, help); flags default to None so only given ones override.
+# "*": the reference's value (dinokit.dino.defaults) unless a recorded recipe has another.
 _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--model", "model", str, "backbone name, timm:<name>, run folder or weights file"),
     ("--weights", "weights", str, "weights file, or 'none' to train from scratch"),
-    ("--epochs", "epochs", int, "epochs (default 20)"),
-    ("--batch-size", "batch_size", int, "images per step and process (default 32)"),
+    ("--epochs", "epochs", int, f"epochs (default {TrainConfig.epochs})"),
+    (
+        "--batch-size",
+        "batch_size",
+        int,
+        f"images per step and process (default {TrainConfig.batch_size})",
+    ),
     ("--max-steps", "max_steps", int, "stop at step N (schedules span --epochs; not resumed)"),
-    ("--lr", "lr", float, "base lr per 256 images (auto: 5e-4 scratch, 1e-4 fine-tuning)"),
-    ("--min-lr", "min_lr", float, "final lr (1e-6)"),
-    ("--warmup-epochs", "warmup_epochs", float, "lr warm-up (auto: 10%% of the run, <= 10)"),
-    ("--weight-decay", "weight_decay", float, "initial weight decay (0.04*)"),
-    ("--weight-decay-end", "weight_decay_end", float, "final weight decay (0.4*)"),
-    ("--clip-grad", "clip_grad", float, "per-parameter gradient norm clip (3.0*, 0 = off)"),
-    ("--layer-decay", "layer_decay", float, "layer-wise lr decay (auto: 0.75 fine-tuning)"),
+    (
+        "--lr",
+        "lr",
+        float,
+        f"base lr per {ref.LR_BATCH} images "
+        f"(auto: {ref.BASE_LR:g} scratch, {FINE_TUNING_LR:g} fine-tuning)",
+    ),
+    ("--min-lr", "min_lr", float, f"final lr ({ref.MIN_LR:g})"),
+    (
+        "--warmup-epochs",
+        "warmup_epochs",
+        float,
+        f"lr warm-up (auto: 10%% of the run, <= {ref.LR_WARMUP_EPOCHS})",
+    ),
+    ("--weight-decay", "weight_decay", float, f"initial weight decay ({ref.WEIGHT_DECAY:g}*)"),
+    (
+        "--weight-decay-end",
+        "weight_decay_end",
+        float,
+        f"final weight decay ({ref.WEIGHT_DECAY_END:g}*)",
+    ),
+    (
+        "--clip-grad",
+        "clip_grad",
+        float,
+        f"per-parameter gradient norm clip ({ref.CLIP_GRAD:g}*, 0 = off)",
+    ),
+    (
+        "--layer-decay",
+        "layer_decay",
+        float,
+        f"layer-wise lr decay (auto: {FINE_TUNING_LAYER_DECAY:g} fine-tuning)",
+    ),
     ("--freeze-blocks", "freeze_blocks", int, "freeze patch embedding and the first N blocks"),
     (
         "--head-warmup-epochs",
@@ -30,51 +67,79 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
         float,
         "train only the head first (auto: 1 epoch when fine-tuning with a new head)",
     ),
-    ("--drop-path", "drop_path", float, "student stochastic depth (0.1*)"),
+    ("--drop-path", "drop_path", float, f"student stochastic depth ({ref.DROP_PATH:g}*)"),
     ("--out-dim", "out_dim", int, "prototypes (auto: ~20 images each, or the loaded head's)"),
-    ("--freeze-last-layer", "freeze_last_layer", float, "epochs with the last layer frozen (1*)"),
-    ("--teacher-temp", "teacher_temp", float, "teacher temperature after warm-up (0.04*)"),
-    ("--warmup-teacher-temp", "warmup_teacher_temp", float, "initial teacher temp (0.04*)"),
+    (
+        "--freeze-last-layer",
+        "freeze_last_layer",
+        float,
+        f"epochs with the last layer frozen ({ref.FREEZE_LAST_LAYER:g}*)",
+    ),
+    (
+        "--teacher-temp",
+        "teacher_temp",
+        float,
+        f"teacher temperature after warm-up ({ref.TEACHER_TEMP:g}*)",
+    ),
+    (
+        "--warmup-teacher-temp",
+        "warmup_teacher_temp",
+        float,
+        f"initial teacher temp ({ref.WARMUP_TEACHER_TEMP:g}*)",
+    ),
     (
         "--warmup-teacher-temp-epochs",
         "warmup_teacher_temp_epochs",
         int,
-        "teacher temp warm-up (0*)",
+        f"teacher temp warm-up ({ref.WARMUP_TEACHER_TEMP_EPOCHS}*)",
     ),
     ("--centering", "centering", str, "teacher centring: center (DINO) or sinkhorn (DINOv2)"),
     (
         "--use-bn-in-head",
         "use_bn_in_head",
         bool,
-        "BatchNorm after the head's hidden layers (reference flag; off*)",
+        f"BatchNorm after the head's hidden layers "
+        f"(reference flag; {'on' if ref.USE_BN_IN_HEAD else 'off'}*)",
     ),
     (
         "--norm-last-layer",
         "norm_last_layer",
         bool,
-        "keep the last layer's weight norm at 1 (reference flag; on*)",
+        f"keep the last layer's weight norm at 1 "
+        f"(reference flag; {'on' if ref.NORM_LAST_LAYER else 'off'}*)",
     ),
-    ("--koleo", "koleo", float, "KoLeo weight (auto: 0.1 from scratch, 0 fine-tuning)"),
+    (
+        "--koleo",
+        "koleo",
+        float,
+        f"KoLeo weight (auto: {DINOV2_KOLEO_WEIGHT:g} from scratch, 0 fine-tuning)",
+    ),
     (
         "--momentum",
         "momentum",
         float,
-        "teacher EMA momentum, cosine to 1 (auto: 0.996* at batch 1024, "
-        "0.996 ** (batch / 1024) at the run's total batch)",
+        f"teacher EMA momentum, cosine to 1 (auto: {ref.TEACHER_MOMENTUM:g}* at batch "
+        f"{ref.TEACHER_MOMENTUM_BATCH}, {ref.TEACHER_MOMENTUM:g} ** "
+        f"(batch / {ref.TEACHER_MOMENTUM_BATCH}) at the run's total batch)",
     ),
-    ("--local-crops", "local_crops", int, "local crops per image (8*)"),
+    ("--local-crops", "local_crops", int, f"local crops per image ({ref.N_LOCAL_CROPS}*)"),
     ("--global-size", "global_size", int, "global crop size (auto: native size)"),
-    ("--local-size", "local_size", int, "local crop size (auto: 96/224 of global)"),
+    (
+        "--local-size",
+        "local_size",
+        int,
+        f"local crop size (auto: {ref.LOCAL_SIZE}/{ref.GLOBAL_SIZE} of global)",
+    ),
     ("--precision", "precision", str, "auto | bf16 | fp16 | fp32"),
     ("--device", "device", str, "auto | cpu | cuda | cuda:N"),
     ("--workers", "workers", int, "data loader processes"),
-    ("--seed", "seed", int, "random seed (0)"),
+    ("--seed", "seed", int, f"random seed ({TrainConfig.seed})"),
     ("--save-every", "save_every", int, "also checkpoint every N steps"),
     ("--keep-every", "keep_every", int, "keep a checkpoint copy every N epochs"),
-    ("--log-every", "log_every", int, "metrics.jsonl every N steps (10)"),
+    ("--log-every", "log_every", int, f"metrics.jsonl every N steps ({TrainConfig.log_every})"),
     ("--eval-train", "eval_train", str, "labelled folder: kNN monitor references"),
     ("--eval-val", "eval_val", str, "labelled folder: kNN monitor queries"),
-    ("--eval-every", "eval_every", int, "kNN monitor every N epochs (1)"),
+    ("--eval-every", "eval_every", int, f"kNN monitor every N epochs ({TrainConfig.eval_every})"),
     (
         "--logger",
         "logger",
@@ -112,7 +177,6 @@ def add_parser(subparsers: Any) -> None:
 def build_config(args: argparse.Namespace) -> Any:
     """Merge defaults, ``--config`` YAML, the saved config of a resumed run, and flags."""
     from ..config_io import read_yaml
-    from ..training import TrainConfig
     from ..training.run import CONFIG_FILE
 
     values: dict[str, Any] = {}

@@ -1,8 +1,8 @@
 """The DINO method as building blocks (Caron et al., 2021, facebookresearch/dino).
 
 Projection head, loss with centring and temperature schedule, EMA teacher, per-step
-schedules and multi-crop augmentation; the training loop that uses them lives in
-``dinokit.training``.
+schedules and multi-crop augmentation, with the reference's values in
+:mod:`dinokit.dino.defaults`; the training loop that uses them lives in ``dinokit.training``.
 """
 
 from dinokit.dino.collapse import collapse_signature
@@ -16,31 +16,24 @@ from dinokit.dino.head import (
 from dinokit.dino.koleo import koleo_loss, koleo_per_crop
 from dinokit.dino.loss import DINOLoss, teacher_temperature
 from dinokit.dino.multicrop import MultiCropTransform
-from dinokit.dino.schedules import (
-    cosine_schedule,
-    lr_schedule,
-    scaled_lr,
-    teacher_momentum_schedule,
-    weight_decay_schedule,
-)
+from dinokit.dino.schedules import Schedules, cosine_schedule, dino_schedules, scaled_lr
 
 __all__ = [
     "DINOHead",
     "DINOLoss",
     "MultiCropTransform",
+    "Schedules",
     "cancel_last_layer_gradients",
     "collapse_signature",
     "convert_legacy_head_state_dict",
     "cosine_schedule",
+    "dino_schedules",
     "disable_drop_path",
     "koleo_loss",
     "koleo_per_crop",
-    "lr_schedule",
     "make_teacher",
     "scaled_lr",
-    "teacher_momentum_schedule",
     "teacher_temperature",
     "to_legacy_head_state_dict",
     "update_teacher",
-    "weight_decay_schedule",
 ]

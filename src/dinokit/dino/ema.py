@@ -4,7 +4,7 @@ Follows facebookresearch/dino ``main_dino.py`` (Caron et al., 2021, arXiv:2104.1
 teacher has the student's architecture (backbone *and* head), starts from the student's
 weights, receives no gradients and is updated after each step with
 ``teacher = m * teacher + (1 - m) * student`` (momentum ``m`` from
-:func:`dinokit.dino.schedules.teacher_momentum_schedule`).
+:func:`dinokit.dino.schedules.dino_schedules`).
 
 Fixes relative to common re-implementations:
 

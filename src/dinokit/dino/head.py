@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,12 +31,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from .defaults import BOTTLENECK_DIM, HEAD_LAYERS, HIDDEN_DIM, NORM_LAST_LAYER, USE_BN_IN_HEAD
+
 logger = logging.getLogger(__name__)
 
-#: Reference defaults (``main_dino.py`` / ``DINOHead``).
-DEFAULT_HIDDEN_DIM = 2048
-DEFAULT_BOTTLENECK_DIM = 256
-DEFAULT_N_LAYERS = 3
 #: Std of the truncated normal init of the MLP's Linear weights (reference ``_init_weights``).
 INIT_STD = 0.02
 #: ``F.normalize``'s default eps, as used by the reference before the last layer.
@@ -74,11 +74,11 @@ class DINOHead(nn.Module):
         in_dim: int,
         out_dim: int,
         *,
-        hidden_dim: int = DEFAULT_HIDDEN_DIM,
-        bottleneck_dim: int = DEFAULT_BOTTLENECK_DIM,
-        n_layers: int = DEFAULT_N_LAYERS,
-        use_bn: bool = False,
-        norm_last_layer: bool = True,
+        hidden_dim: int = HIDDEN_DIM,
+        bottleneck_dim: int = BOTTLENECK_DIM,
+        n_layers: int = HEAD_LAYERS,
+        use_bn: bool = USE_BN_IN_HEAD,
+        norm_last_layer: bool = NORM_LAST_LAYER,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -200,6 +200,45 @@ def to_legacy_head_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
         official DINO checkpoints have them.
     """
     return _rename_last_layer_keys(state_dict, {_MODERN_G: _LEGACY_G, _MODERN_V: _LEGACY_V})
+
+
+@dataclass(frozen=True)
+class HeadShape:
+    """The shape and options of the DINO head a state dict holds (see :func:`head_shape`)."""
+
+    out_dim: int
+    bottleneck_dim: int
+    hidden_dim: int
+    n_layers: int
+    use_bn: bool
+    norm_last_layer: bool
+
+
+def head_shape(state_dict: Mapping[str, Tensor]) -> HeadShape:
+    """Read a :class:`DINOHead`'s arguments from its state dict (either key layout).
+
+    Raises:
+        ValueError: the keys are not those of a DINO head.
+    """
+    state = convert_legacy_head_state_dict(state_dict)
+    g = state.get(f"{_LAST_LAYER}.{_MODERN_G}")
+    v = state.get(f"{_LAST_LAYER}.{_MODERN_V}")
+    layers = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"mlp\.(\d+)\.weight", k)))
+    if g is None or v is None or not layers:
+        raise ValueError(f"unrecognised DINO head keys: {sorted(state)[:8]}")
+    weights = [state[f"mlp.{i}.weight"] for i in layers]
+    linear = [w for w in weights if w.ndim == 2]  # BatchNorm weights are 1-D
+    out_dim, bottleneck = v.shape
+    return HeadShape(
+        out_dim=int(out_dim),
+        bottleneck_dim=int(bottleneck),
+        hidden_dim=int(linear[0].shape[0]) if len(linear) > 1 else HIDDEN_DIM,
+        n_layers=len(linear),
+        use_bn=len(linear) < len(weights),
+        # A weight-norm scale left at 1 everywhere means the head was trained with
+        # norm_last_layer (g frozen); otherwise g was learned and stays trainable.
+        norm_last_layer=bool(g.eq(1).all()),
+    )
 
 
 def _legacy_keys_pre_hook(

@@ -28,15 +28,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .defaults import (
+    CENTER_MOMENTUM,
+    N_GLOBAL_CROPS,
+    STUDENT_TEMP,
+    TEACHER_TEMP,
+    WARMUP_TEACHER_TEMP,
+    WARMUP_TEACHER_TEMP_EPOCHS,
+)
+
 logger = logging.getLogger(__name__)
 
-#: Reference defaults (``main_dino.py`` argparse).
-DEFAULT_N_GLOBAL_CROPS = 2
-DEFAULT_WARMUP_TEACHER_TEMP = 0.04
-DEFAULT_TEACHER_TEMP = 0.04
-DEFAULT_WARMUP_TEACHER_TEMP_EPOCHS = 0
-DEFAULT_STUDENT_TEMP = 0.1
-DEFAULT_CENTER_MOMENTUM = 0.9
 #: Sinkhorn-Knopp iterations of DINOv2's ``sinkhorn_knopp_teacher`` (and SwAV's).
 DEFAULT_SINKHORN_ITERATIONS = 3
 CENTERINGS = ("center", "sinkhorn")
@@ -156,13 +158,13 @@ class DINOLoss(nn.Module):
         self,
         out_dim: int,
         *,
-        n_global_crops: int = DEFAULT_N_GLOBAL_CROPS,
-        warmup_teacher_temp: float = DEFAULT_WARMUP_TEACHER_TEMP,
-        teacher_temp: float = DEFAULT_TEACHER_TEMP,
-        warmup_teacher_temp_epochs: int = DEFAULT_WARMUP_TEACHER_TEMP_EPOCHS,
+        n_global_crops: int = N_GLOBAL_CROPS,
+        warmup_teacher_temp: float = WARMUP_TEACHER_TEMP,
+        teacher_temp: float = TEACHER_TEMP,
+        warmup_teacher_temp_epochs: int = WARMUP_TEACHER_TEMP_EPOCHS,
         n_epochs: int,
-        student_temp: float = DEFAULT_STUDENT_TEMP,
-        center_momentum: float = DEFAULT_CENTER_MOMENTUM,
+        student_temp: float = STUDENT_TEMP,
+        center_momentum: float = CENTER_MOMENTUM,
         n_crops: int | None = None,
         centering: str = "center",
         sinkhorn_iterations: int = DEFAULT_SINKHORN_ITERATIONS,

@@ -29,14 +29,10 @@ from torchvision import transforms as T
 
 from dinokit.data.io import DecodeSize
 
+from .defaults import GLOBAL_SCALE, GLOBAL_SIZE, LOCAL_SCALE, LOCAL_SIZE, N_LOCAL_CROPS
+
 logger = logging.getLogger(__name__)
 
-#: Reference defaults (``main_dino.py`` argparse and ``DataAugmentationDINO``).
-DEFAULT_GLOBAL_SIZE = 224
-DEFAULT_LOCAL_SIZE = 96
-DEFAULT_N_LOCAL_CROPS = 8
-DEFAULT_GLOBAL_SCALE = (0.4, 1.0)
-DEFAULT_LOCAL_SCALE = (0.05, 0.4)
 #: RandomResizedCrop's aspect-ratio range (torchvision's default, kept by the reference).
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 #: ImageNet statistics: only a default; pass the backbone's own preprocessing values.
@@ -138,11 +134,11 @@ class MultiCropTransform:
     def __init__(
         self,
         *,
-        global_size: int = DEFAULT_GLOBAL_SIZE,
-        local_size: int = DEFAULT_LOCAL_SIZE,
-        n_local_crops: int = DEFAULT_N_LOCAL_CROPS,
-        global_scale: tuple[float, float] = DEFAULT_GLOBAL_SCALE,
-        local_scale: tuple[float, float] = DEFAULT_LOCAL_SCALE,
+        global_size: int = GLOBAL_SIZE,
+        local_size: int = LOCAL_SIZE,
+        n_local_crops: int = N_LOCAL_CROPS,
+        global_scale: tuple[float, float] = GLOBAL_SCALE,
+        local_scale: tuple[float, float] = LOCAL_SCALE,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         blur_radius: tuple[float, float] | None = None,
@@ -158,7 +154,7 @@ class MultiCropTransform:
         if n_local_crops:
             self._views.append((local_size, local_scale))
         if blur_radius is None:
-            factor = global_size / DEFAULT_GLOBAL_SIZE
+            factor = global_size / GLOBAL_SIZE
             blur_radius = (BLUR_RADIUS[0] * factor, BLUR_RADIUS[1] * factor)
         self.blur_radius = blur_radius
         self.global_transform_1 = _view_pipeline(

@@ -17,22 +17,23 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-logger = logging.getLogger(__name__)
+from .defaults import (
+    BASE_LR,
+    FINAL_TEACHER_MOMENTUM,
+    LR_BATCH,
+    LR_WARMUP_EPOCHS,
+    MIN_LR,
+    TEACHER_MOMENTUM,
+    WEIGHT_DECAY,
+    WEIGHT_DECAY_END,
+)
 
-#: Reference recipe defaults (``main_dino.py`` argparse).
-DEFAULT_BASE_LR = 5e-4
-DEFAULT_MIN_LR = 1e-6
-DEFAULT_LR_WARMUP_EPOCHS = 10
-DEFAULT_WEIGHT_DECAY = 0.04
-DEFAULT_WEIGHT_DECAY_END = 0.4
-DEFAULT_TEACHER_MOMENTUM = 0.996
-FINAL_TEACHER_MOMENTUM = 1.0
-#: The linear scaling rule's reference batch size (Goyal et al., 2017; ``main_dino.py``).
-LR_REFERENCE_BATCH_SIZE = 256
+logger = logging.getLogger(__name__)
 
 
 def cosine_schedule(
@@ -98,85 +99,69 @@ def scaled_lr(base_lr: float, batch_size: int) -> float:
     """
     if batch_size < 1:
         raise ValueError(f"scaled_lr: batch_size must be >= 1, got {batch_size}")
-    return base_lr * batch_size / LR_REFERENCE_BATCH_SIZE
+    return base_lr * batch_size / LR_BATCH
 
 
-def lr_schedule(
+@dataclass(frozen=True)
+class Schedules:
+    """The recipe's per-step values over a whole run, each ``(epochs * steps_per_epoch,)``.
+
+    Attributes:
+        lr: Learning rate: linear warm-up from 0, then cosine to the minimum.
+        weight_decay: Cosine from the initial to the final weight decay, no warm-up.
+        momentum: Teacher EMA momentum: cosine from its base value to 1.
+        steps_per_epoch: Optimizer steps in one epoch.
+    """
+
+    lr: NDArray[np.float64]
+    weight_decay: NDArray[np.float64]
+    momentum: NDArray[np.float64]
+    steps_per_epoch: int
+
+
+def dino_schedules(
     *,
+    n_epochs: int,
+    steps_per_epoch: int,
     batch_size: int,
-    n_epochs: int,
-    steps_per_epoch: int,
-    base_lr: float = DEFAULT_BASE_LR,
-    warmup_epochs: int = DEFAULT_LR_WARMUP_EPOCHS,
-    min_lr: float = DEFAULT_MIN_LR,
-) -> NDArray[np.float64]:
-    """Learning rate per step: linear warm-up from 0 to ``scaled_lr(base_lr, batch_size)``
-    over ``warmup_epochs``, then cosine to ``min_lr``.
+    base_lr: float = BASE_LR,
+    min_lr: float = MIN_LR,
+    warmup_epochs: float = LR_WARMUP_EPOCHS,
+    weight_decay: float = WEIGHT_DECAY,
+    weight_decay_end: float = WEIGHT_DECAY_END,
+    momentum: float = TEACHER_MOMENTUM,
+) -> Schedules:
+    """The reference's three schedules (``main_dino.py``, "init schedulers").
 
     Args:
-        batch_size: Total batch size over all processes.
         n_epochs: Number of epochs.
         steps_per_epoch: Optimizer steps per epoch.
-        base_lr: Learning rate for a batch of 256 (see :func:`scaled_lr`).
-        warmup_epochs: Warm-up length in epochs (cut off if longer than the run).
+        batch_size: Total batch size over all processes (scales the lr, :func:`scaled_lr`).
+        base_lr: Learning rate for a batch of 256, reached at the end of the warm-up.
         min_lr: Final learning rate.
+        warmup_epochs: lr warm-up in epochs, may be fractional (rounded to steps; cut off
+            if longer than the run).
+        weight_decay: Weight decay at step 0.
+        weight_decay_end: Weight decay at the last step.
+        momentum: Teacher momentum at step 0; 1.0 at the last step.
 
     Returns:
-        ``(n_epochs * steps_per_epoch,)`` float64 array.
+        The schedules, ``n_epochs * steps_per_epoch`` values each.
     """
-    return cosine_schedule(
-        scaled_lr(base_lr, batch_size),
-        min_lr,
-        total_steps=_total_steps(n_epochs, steps_per_epoch),
-        warmup_steps=warmup_epochs * steps_per_epoch,
-    )
-
-
-def weight_decay_schedule(
-    *,
-    n_epochs: int,
-    steps_per_epoch: int,
-    start: float = DEFAULT_WEIGHT_DECAY,
-    end: float = DEFAULT_WEIGHT_DECAY_END,
-) -> NDArray[np.float64]:
-    """Weight decay per step: cosine from ``start`` (0.04) to ``end`` (0.4), no warm-up.
-
-    Args:
-        n_epochs: Number of epochs.
-        steps_per_epoch: Optimizer steps per epoch.
-        start: Weight decay at step 0.
-        end: Weight decay at the last step.
-
-    Returns:
-        ``(n_epochs * steps_per_epoch,)`` float64 array.
-    """
-    return cosine_schedule(start, end, total_steps=_total_steps(n_epochs, steps_per_epoch))
-
-
-def teacher_momentum_schedule(
-    *,
-    n_epochs: int,
-    steps_per_epoch: int,
-    base: float = DEFAULT_TEACHER_MOMENTUM,
-    final: float = FINAL_TEACHER_MOMENTUM,
-) -> NDArray[np.float64]:
-    """Teacher EMA momentum per step: cosine from ``base`` (0.996) to ``final`` (1.0).
-
-    Args:
-        n_epochs: Number of epochs.
-        steps_per_epoch: Optimizer steps per epoch.
-        base: Momentum at step 0.
-        final: Momentum at the last step.
-
-    Returns:
-        ``(n_epochs * steps_per_epoch,)`` float64 array, non-decreasing when ``final >= base``.
-    """
-    return cosine_schedule(base, final, total_steps=_total_steps(n_epochs, steps_per_epoch))
-
-
-def _total_steps(n_epochs: int, steps_per_epoch: int) -> int:
     if n_epochs < 1 or steps_per_epoch < 1:
         raise ValueError(
             f"need n_epochs >= 1 and steps_per_epoch >= 1, got {n_epochs} and {steps_per_epoch}"
         )
-    return n_epochs * steps_per_epoch
+    total = n_epochs * steps_per_epoch
+    return Schedules(
+        lr=cosine_schedule(
+            scaled_lr(base_lr, batch_size),
+            min_lr,
+            total_steps=total,
+            warmup_steps=round(warmup_epochs * steps_per_epoch),
+        ),
+        weight_decay=cosine_schedule(weight_decay, weight_decay_end, total_steps=total),
+        # The momentum is raised to 1 during training with a cosine (reference comment).
+        momentum=cosine_schedule(momentum, FINAL_TEACHER_MOMENTUM, total_steps=total),
+        steps_per_epoch=steps_per_epoch,
+    )

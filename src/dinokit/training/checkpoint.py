@@ -29,6 +29,8 @@ from ..models.weights.files import safe_torch_load
 
 logger = logging.getLogger(__name__)
 
+LAST_CHECKPOINT = "checkpoints/last.pt"
+"""A run's latest checkpoint, in its folder (``--resume`` continues from it)."""
 _PRIMITIVES = (type(None), bool, int, float, str)
 _LEAVES = (Tensor, *_PRIMITIVES)
 

@@ -8,13 +8,14 @@ whatever the number of loader workers.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..data import Batch, Failed, ImageDataset, ImageRecord, Sample, collate_skip_failed
+from ..data import Failed, ImageDataset, ImageRecord, Sample, collate_skip_failed
 from ..dino import MultiCropTransform
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,18 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
             yield [(self.epoch, i) for i in chunk]
 
 
+def steps_per_epoch(n_images: int, batch_size: int, world_size: int) -> int:
+    """Optimizer steps in one epoch (incomplete last batches are dropped, as the reference)."""
+    per_rank = math.ceil(n_images / world_size)
+    steps = per_rank // batch_size
+    if steps == 0:
+        raise ValueError(
+            f"{n_images} images are fewer than one batch of {batch_size} per process; "
+            "lower --batch-size or add images"
+        )
+    return steps
+
+
 def build_views_dataset(
     records: Sequence[ImageRecord], transform: MultiCropTransform, *, seed: int
 ) -> SeededViews:
@@ -129,13 +142,9 @@ def epoch_loader(
         dataset,
         batch_sampler=sampler,
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=collate_skip_failed,
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
         generator=torch.Generator().manual_seed(sample_seed(sampler.seed, sampler.epoch, -1)),
     )
-
-
-def _collate(batch: Sequence[Sample[Any] | Failed]) -> Batch:
-    return collate_skip_failed(batch)

@@ -1,9 +1,12 @@
-"""One DINO training step and one epoch (facebookresearch/dino ``train_one_epoch``).
+"""The DINO training loop: facebookresearch/dino ``train_one_epoch``, over the whole run.
 
-Per step: set the scheduled lr / weight decay, teacher on the 2 global views, student on
-all views, the loss (float32; plus the optional KoLeo term on the student's global CLS
-tokens, DINOv2), backward, per-parameter clipping, the last layer's gradient
-cancelled during its freeze, the optimizer step, then the teacher EMA.
+Per step (:func:`train_step`): the scheduled lr / weight decay, teacher on the 2 global
+views, student on all views, the loss (float32; plus the optional KoLeo term on the
+student's global CLS tokens, DINOv2), backward, per-parameter clipping, the last layer's
+gradient cancelled during its freeze, the optimizer step, then the teacher EMA.
+Around the steps (:func:`train_loop`): the head warm-up, logging, checkpoints at every
+epoch end (and every ``save_every`` steps), the kNN monitor, and the early stops (Ctrl-C,
+``max_steps``).
 """
 
 from __future__ import annotations
@@ -11,37 +14,107 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+import signal
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
 
-from ..data import Batch, Failed
+from ..data import Failed
 from ..dino import cancel_last_layer_gradients, koleo_per_crop, update_teacher
 from ..runtime import distributed
-from .optim import apply_schedules, clip_gradients
+from ..runtime.distributed import ProcessInfo
+from ..runtime.precision import autocast_context
+from .checkpoint import LAST_CHECKPOINT, save_checkpoint
+from .data import EpochBatchSampler, SeededViews, epoch_loader
+from .optim import apply_schedules, clip_gradients, freeze_backbone
+from .runlog import RunLog
 from .state import TrainState
 
 logger = logging.getLogger(__name__)
 
 N_GLOBAL_VIEWS = 2
+INTERRUPTED = "interrupt"
+MAX_STEPS = "max_steps"
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
 
 
-@dataclass
-class EpochOutcome:
-    """What an epoch (possibly cut short) produced."""
+def train_loop(
+    state: TrainState, dataset: SeededViews, *, process: ProcessInfo, log: RunLog, out: Path
+) -> list[Failed]:
+    """Train from the state's position to the end of the run, or to an early stop.
 
-    losses: list[float] = field(default_factory=list)
-    failed: list[Failed] = field(default_factory=list)
-    images: int = 0
-    seconds: float = 0.0
-    stopped: bool = False  # by max_steps or an interrupt request
+    Args:
+        state: The run state (updated in place).
+        dataset: The multi-crop views of the training images.
+        process: This process's place in the job (rank, world size, device).
+        log: Where the run reports.
+        out: The run folder (checkpoints).
+
+    Returns:
+        The images that could not be read.
+
+    Raises:
+        KeyboardInterrupt: after Ctrl-C, once a checkpoint is saved.
+        NonFiniteLossError: the loss diverged (the last good checkpoint is kept).
+    """
+    config, device = state.config, process.device
+    cuda = device.type == "cuda"
+    autocast = autocast_context(config.precision, device)
+    failed: list[Failed] = []
+    if not log.resumed:
+        log.knn(state, autocast)  # the "before" number
+    with _CtrlC() as ctrl_c:
+        stop = _stop_reason(state, ctrl_c)  # a resumed run may have reached max_steps
+        while state.epoch < config.epochs and stop is None:
+            sampler = EpochBatchSampler(
+                len(dataset),
+                config.batch_size,
+                seed=config.seed,
+                epoch=state.epoch,
+                rank=process.rank,
+                world_size=process.world_size,
+                start_batch=state.step_in_epoch,  # mid-epoch resume
+            )
+            for batch in epoch_loader(dataset, sampler, workers=config.workers, pin_memory=cuda):
+                failed.extend(batch.failed)
+                # Head warm-up: a new head first trains alone, the backbone frozen under it.
+                if config.head_warmup_epochs:
+                    _freeze_backbone(state, state.epoch_float < config.head_warmup_epochs)
+                if isinstance(batch.images, list):
+                    views = [v.to(device, non_blocking=cuda) for v in batch.images]
+                    stats = train_step(state, views, autocast)
+                    log.step(state, stats, n_images=int(views[0].shape[0]))
+                else:  # every image unreadable: keep the position (schedules count batches)
+                    state.step_in_epoch += 1
+                    state.global_step += 1
+                if config.save_every and state.global_step % config.save_every == 0:
+                    _save(state, out / LAST_CHECKPOINT, process)
+                stop = _stop_reason(state, ctrl_c)
+                if stop is not None:
+                    break
+
+            # ============ the end of an epoch, or an early stop ... ============
+            epoch_done = state.step_in_epoch == state.schedules.steps_per_epoch
+            if epoch_done:
+                state.epoch += 1
+                state.step_in_epoch = 0
+            _save(state, out / LAST_CHECKPOINT, process)
+            if epoch_done and config.keep_every and state.epoch % config.keep_every == 0:
+                _save(state, out / f"checkpoints/epoch_{state.epoch:04d}.pt", process)
+            if stop == INTERRUPTED:  # also on an epoch's last step: stop, export nothing
+                raise KeyboardInterrupt(
+                    f"checkpoint saved to {out / LAST_CHECKPOINT}; continue with --resume"
+                )
+            if epoch_done and (
+                state.epoch % config.eval_every == 0 or state.epoch == config.epochs
+            ):
+                log.knn(state, autocast)
+    return failed
 
 
 def train_step(
@@ -61,29 +134,27 @@ def train_step(
     Raises:
         NonFiniteLossError: the loss is NaN or infinite (nothing was updated).
     """
-    it = state.global_step
-    sched = state.schedules
+    config, it, sched = state.config, state.global_step, state.schedules
     lr, wd, momentum = float(sched.lr[it]), float(sched.weight_decay[it]), float(sched.momentum[it])
     apply_schedules(state.optimizer, lr=lr, weight_decay=wd)
 
     with autocast:
         with torch.no_grad():
-            teacher_out = state.teacher(views[:N_GLOBAL_VIEWS])
+            teacher_out = state.teacher(views[:N_GLOBAL_VIEWS])  # the teacher sees global views
         student_out, tokens = state.student_ddp(views, with_features=True)
     loss = state.loss(student_out, teacher_out, state.epoch)
     stats = state.loss.last_stats
     logged = {"loss": float(loss.item()), "teacher_entropy": stats["teacher_entropy"]}
     logged["kl"] = stats["kl"]
-    koleo_weight = state.config.koleo or 0.0
-    if koleo_weight > 0:
+    if config.koleo > 0:
         global_tokens = tokens[: N_GLOBAL_VIEWS * views[0].shape[0]]
         koleo = koleo_per_crop(global_tokens, N_GLOBAL_VIEWS)  # float32, outside autocast
         logged["koleo"] = float(koleo.item())
-        loss = loss + koleo_weight * koleo
+        loss = loss + config.koleo * koleo
     # Per-image means of equal shares: their mean over processes is the global batch's.
     # Every process then also sees the same non-finite loss and stops with the others.
     logged = _mean_over_processes(logged, loss.device)
-    loss_value = logged["loss"] + koleo_weight * logged.get("koleo", 0.0)
+    loss_value = logged["loss"] + config.koleo * logged.get("koleo", 0.0)
     if not math.isfinite(loss_value):
         raise NonFiniteLossError(
             f"loss is {loss_value} at epoch {state.epoch + 1}, step {state.step_in_epoch + 1}: "
@@ -92,15 +163,14 @@ def train_step(
         )
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
-    clip = state.config.clip_grad or 0.0  # resolved; 0 disables
-    if clip > 0:
+    if config.clip_grad > 0:
         state.scaler.unscale_(state.optimizer)
-        clip_gradients(state.student, clip)
-    if state.epoch_float < (state.config.freeze_last_layer or 0.0):
-        cancel_last_layer_gradients(state.student.head)
+        clip_gradients(state.student, config.clip_grad)
+    if state.epoch_float < config.freeze_last_layer:
+        cancel_last_layer_gradients(state.student.head)  # prototypes fixed for stability
     state.scaler.step(state.optimizer)
     state.scaler.update()
-    update_teacher(state.student, state.teacher, momentum)
+    update_teacher(state.student, state.teacher, momentum)  # EMA of the student
 
     state.step_in_epoch += 1
     state.global_step += 1
@@ -114,6 +184,30 @@ def train_step(
     }
 
 
+def _stop_reason(state: TrainState, ctrl_c: _CtrlC) -> str | None:
+    """Why training stops before the end of its epochs: Ctrl-C, or ``max_steps`` reached."""
+    if ctrl_c.requested:
+        return INTERRUPTED
+    max_steps = state.config.max_steps
+    if max_steps is not None and state.global_step >= max_steps:
+        return MAX_STEPS
+    return None
+
+
+def _freeze_backbone(state: TrainState, frozen: bool) -> None:
+    """Freeze or unfreeze the student's backbone, when it is not so already."""
+    last_block = state.student.backbone.vit.blocks[-1].parameters()
+    if frozen == any(p.requires_grad for p in last_block):
+        freeze_backbone(state.student, frozen, freeze_blocks=state.config.freeze_blocks)
+
+
+def _save(state: TrainState, path: Path, process: ProcessInfo) -> None:
+    """The main process writes the checkpoint; every process waits for it."""
+    if process.is_main:
+        save_checkpoint(path, state.state_dict())
+    distributed.barrier()
+
+
 def _mean_over_processes(values: dict[str, float], device: torch.device) -> dict[str, float]:
     """Each value averaged over the processes (unchanged without a process group)."""
     if not distributed.is_initialized():
@@ -123,45 +217,29 @@ def _mean_over_processes(values: dict[str, float], device: torch.device) -> dict
     return dict(zip(values, means, strict=True))
 
 
-def train_one_epoch(
-    state: TrainState,
-    batches: Iterable[Batch],
-    *,
-    device: torch.device,
-    autocast: contextlib.AbstractContextManager[Any],
-    on_step: Callable[[dict[str, float], int], None],
-    should_stop: Callable[[], bool],
-) -> EpochOutcome:
-    """Run the rest of the current epoch (from ``state.step_in_epoch``).
+class _CtrlC:
+    """While entered, a first Ctrl-C asks the loop to checkpoint and stop after the current
+    step; a second one aborts at once."""
 
-    Args:
-        state: The run state (updated in place).
-        batches: This epoch's remaining batches of multi-crop views.
-        device: Training device.
-        autocast: The run's mixed-precision context.
-        on_step: Called after each step with its stats and the batch size (logging,
-            progress, periodic checkpoints).
-        should_stop: Polled after each step (max_steps reached, Ctrl-C requested).
-    """
-    outcome = EpochOutcome()
-    start = time.perf_counter()
-    non_blocking = device.type == "cuda"
-    for batch in batches:
-        outcome.failed.extend(batch.failed)
-        if batch.images is None or not isinstance(batch.images, list):
-            # Every image of this batch was unreadable: keep the position (resume offsets
-            # and schedules count batches), train nothing.
-            state.step_in_epoch += 1
-            state.global_step += 1
-            continue
-        views = [v.to(device, non_blocking=non_blocking) for v in batch.images]
-        stats = train_step(state, views, autocast)
-        n = int(views[0].shape[0])
-        outcome.losses.append(stats["loss"])
-        outcome.images += n
-        on_step(stats, n)
-        if should_stop():
-            outcome.stopped = True
-            break
-    outcome.seconds = time.perf_counter() - start
-    return outcome
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> _CtrlC:
+        self._previous = signal.getsignal(signal.SIGINT)
+        try:
+            signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        except ValueError:  # not the main thread
+            pass
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        logger.warning("interrupt: saving a checkpoint after this step (Ctrl-C again to abort)")
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)

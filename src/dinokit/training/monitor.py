@@ -16,7 +16,7 @@ import torch
 
 from ..data import list_images
 from ..dino import collapse_signature
-from ..evaluation import knn_accuracy, quality_score
+from ..evaluation import DEFAULT_K, knn_accuracy, quality_score
 from ..features import extract_features
 from ..models import Backbone
 
@@ -35,7 +35,13 @@ class KnnMonitor:
     """
 
     def __init__(
-        self, train_dir: str, val_dir: str, *, k: int = 20, batch_size: int = 64, workers: int = 0
+        self,
+        train_dir: str,
+        val_dir: str,
+        *,
+        k: int = DEFAULT_K,
+        batch_size: int = 64,
+        workers: int = 0,
     ) -> None:
         self.train = [r for r in list_images([train_dir]).records if r.label is not None]
         self.val = [r for r in list_images([val_dir]).records if r.label is not None]

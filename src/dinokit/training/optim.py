@@ -52,22 +52,21 @@ EMBEDDING_PREFIXES = (
 )
 
 
-def _vit_of(student: nn.Module) -> nn.Module:
-    """The ViT inside ``student.backbone`` (a dinokit ``Backbone`` or a bare timm ViT)."""
+def _vit_parameters(student: nn.Module, freeze_blocks: int) -> tuple[dict[int, str], int]:
+    """Names (relative to the ViT, by parameter id) and depth of the ViT inside
+    ``student.backbone`` (a dinokit ``Backbone`` or a bare timm ViT), ``freeze_blocks`` checked.
+    """
     backbone = getattr(unwrap_model(student), "backbone", None)
     if not isinstance(backbone, nn.Module):
         raise ValueError("expected a student with a `.backbone` module (and a `.head`)")
     vit = getattr(backbone, "vit", backbone)
-    if not isinstance(getattr(vit, "blocks", None), nn.Sequential | nn.ModuleList):
+    blocks = getattr(vit, "blocks", None)
+    if not isinstance(blocks, nn.Sequential | nn.ModuleList):
         raise ValueError(f"{type(vit).__name__} has no `.blocks`: not a ViT backbone")
-    assert isinstance(vit, nn.Module)
-    return vit
-
-
-def _depth(vit: nn.Module) -> int:
-    blocks = vit.blocks
-    assert isinstance(blocks, nn.Module)
-    return len(list(blocks.children()))
+    depth = len(blocks)
+    if not 0 <= freeze_blocks <= depth:
+        raise ValueError(f"freeze_blocks must be in [0, {depth}] (the depth), got {freeze_blocks}")
+    return {id(p): n for n, p in vit.named_parameters()}, depth
 
 
 def vit_layer_id(name: str, depth: int) -> int:
@@ -92,11 +91,6 @@ def _is_permanently_frozen(vit_name: str, freeze_blocks: int, depth: int) -> boo
     if freeze_blocks <= 0:
         return False
     return vit_layer_id(vit_name, depth) <= freeze_blocks
-
-
-def _check_freeze_blocks(freeze_blocks: int, depth: int) -> None:
-    if not 0 <= freeze_blocks <= depth:
-        raise ValueError(f"freeze_blocks must be in [0, {depth}] (the depth), got {freeze_blocks}")
 
 
 def _no_weight_decay(name: str, param: Tensor) -> bool:
@@ -139,11 +133,7 @@ def param_groups(
     """
     if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
         raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
-    vit = _vit_of(student)
-    depth = _depth(vit)
-    _check_freeze_blocks(freeze_blocks, depth)
-    vit_names = {id(p): n for n, p in vit.named_parameters()}
-
+    vit_names, depth = _vit_parameters(student, freeze_blocks)
     groups: dict[tuple[str, float, bool], list[nn.Parameter]] = defaultdict(list)
     n_frozen = 0
     for name, param in unwrap_model(student).named_parameters():
@@ -201,12 +191,9 @@ def freeze_backbone(student: nn.Module, frozen: bool, *, freeze_blocks: int = 0)
     Returns:
         The number of parameter tensors whose ``requires_grad`` changed.
     """
-    vit = _vit_of(student)
-    depth = _depth(vit)
-    _check_freeze_blocks(freeze_blocks, depth)
+    vit_names, depth = _vit_parameters(student, freeze_blocks)
     backbone = unwrap_model(student).backbone
     assert isinstance(backbone, nn.Module)
-    vit_names = {id(p): n for n, p in vit.named_parameters()}
     changed = 0
     for param in backbone.parameters():
         vit_name = vit_names.get(id(param), "")

@@ -26,33 +26,32 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..dino import defaults
 from ..dino.loss import teacher_temperature
 
 logger = logging.getLogger(__name__)
 
-#: The reference's teacher momentum and the batch it was chosen for (Caron et al., 2021:
-#: "batch size of 1024, distributed over 16 GPUs"; ``--momentum_teacher 0.996``).
-REFERENCE_MOMENTUM = 0.996
-REFERENCE_BATCH = 1024
-
-#: ``main_dino.py`` argument -> TrainConfig field, for the values a continued run keeps.
-ARGS_TO_FIELDS: dict[str, str] = {
-    "teacher_temp": "teacher_temp",
-    "warmup_teacher_temp": "warmup_teacher_temp",
-    "warmup_teacher_temp_epochs": "warmup_teacher_temp_epochs",
-    "momentum_teacher": "momentum",
-    "norm_last_layer": "norm_last_layer",
-    "use_bn_in_head": "use_bn_in_head",
-    "weight_decay": "weight_decay",
-    "weight_decay_end": "weight_decay_end",
-    "clip_grad": "clip_grad",
-    "drop_path_rate": "drop_path",
-    "freeze_last_layer": "freeze_last_layer",
-    "local_crops_number": "local_crops",
-    "global_crops_scale": "global_scale",
-    "local_crops_scale": "local_scale",
+#: The values a continued run keeps: ``main_dino.py`` argument -> (TrainConfig field, the
+#: reference's value, used when nothing was recorded).
+RECIPE_ARGS: dict[str, tuple[str, Any]] = {
+    "teacher_temp": ("teacher_temp", defaults.TEACHER_TEMP),
+    "warmup_teacher_temp": ("warmup_teacher_temp", defaults.WARMUP_TEACHER_TEMP),
+    "warmup_teacher_temp_epochs": (
+        "warmup_teacher_temp_epochs",
+        defaults.WARMUP_TEACHER_TEMP_EPOCHS,
+    ),
+    "momentum_teacher": ("momentum", defaults.TEACHER_MOMENTUM),
+    "norm_last_layer": ("norm_last_layer", defaults.NORM_LAST_LAYER),
+    "use_bn_in_head": ("use_bn_in_head", defaults.USE_BN_IN_HEAD),
+    "weight_decay": ("weight_decay", defaults.WEIGHT_DECAY),
+    "weight_decay_end": ("weight_decay_end", defaults.WEIGHT_DECAY_END),
+    "clip_grad": ("clip_grad", defaults.CLIP_GRAD),
+    "drop_path_rate": ("drop_path", defaults.DROP_PATH),
+    "freeze_last_layer": ("freeze_last_layer", defaults.FREEZE_LAST_LAYER),
+    "local_crops_number": ("local_crops", defaults.N_LOCAL_CROPS),
+    "global_crops_scale": ("global_scale", defaults.GLOBAL_SCALE),
+    "local_crops_scale": ("local_scale", defaults.LOCAL_SCALE),
 }
-_TUPLES = ("global_scale", "local_scale")
 
 
 def momentum_for_batch(momentum: float, batch: int, reference_batch: int) -> float:
@@ -98,12 +97,12 @@ def recipe_from_args(args: Mapping[str, Any] | None, *, epoch: int | None) -> Re
         return Recipe()
     values: dict[str, Any] = {}
     notes: dict[str, str] = {}
-    for arg, name in ARGS_TO_FIELDS.items():
+    for arg, (name, default) in RECIPE_ARGS.items():
         if args.get(arg) is None:
             continue
         value = args[arg]
-        values[name] = tuple(float(v) for v in value) if name in _TUPLES else value
-        notes[name] = f"checkpoint args: {arg}={_show(value)}"
+        values[name] = tuple(float(v) for v in value) if isinstance(default, tuple) else value
+        notes[name] = f"checkpoint args: {arg}={show(value)}"
     done = int(epoch) if isinstance(epoch, int | float) else 0
     if done and "warmup_teacher_temp_epochs" in values:
         _continue_temperature_warmup(values, notes, done)
@@ -124,7 +123,9 @@ def recipe_from_args(args: Mapping[str, Any] | None, *, epoch: int | None) -> Re
 def _continue_temperature_warmup(values: dict[str, Any], notes: dict[str, str], done: int) -> None:
     """The rest of the reference's linear warm-up after ``done`` epochs (same line)."""
     epochs = int(values["warmup_teacher_temp_epochs"])
-    start = float(values.get("warmup_teacher_temp", values.get("teacher_temp", 0.04)))
+    start = float(
+        values.get("warmup_teacher_temp", values.get("teacher_temp", defaults.WARMUP_TEACHER_TEMP))
+    )
     final = float(values.get("teacher_temp", start))
     now = teacher_temperature(
         done, warmup_teacher_temp=start, teacher_temp=final, warmup_epochs=epochs
@@ -137,7 +138,8 @@ def _continue_temperature_warmup(values: dict[str, Any], notes: dict[str, str], 
         notes["warmup_teacher_temp"] = f"checkpoint args: the warm-up's value at epoch {done}"
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
+    """A value as the log and ``config.yaml`` notes write it (floats to 6 digits)."""
     if isinstance(value, list | tuple):
-        return "(" + ", ".join(f"{v:g}" for v in value) + ")"
+        return "(" + ", ".join(show(v) for v in value) + ")"
     return f"{value:g}" if isinstance(value, float) else str(value)

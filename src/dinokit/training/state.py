@@ -8,38 +8,25 @@ so ``--resume`` continues exactly. It also names the backbone config so that
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from numpy.typing import NDArray
 from torch import nn
 
-from ..dino import DINOLoss
+from ..dino import DINOLoss, Schedules
 from ..models.export import FORMAT_VERSION
 from ..models.weights.files import DINOKIT_METADATA_KEY
 from .checkpoint import capture_rng_state, restore_rng_state
-from .config import TrainConfig
+from .config import ResolvedConfig
 from .model import MultiCropNetwork
-
-
-@dataclass
-class Schedules:
-    """Per-step values over the whole run (length ``epochs * steps_per_epoch``)."""
-
-    lr: NDArray[np.float64]
-    weight_decay: NDArray[np.float64]
-    momentum: NDArray[np.float64]
-    steps_per_epoch: int
 
 
 @dataclass
 class TrainState:
     """The networks, optimisation state and position of a run."""
 
-    config: TrainConfig
+    config: ResolvedConfig
     student: MultiCropNetwork
     student_ddp: nn.Module  # the DDP wrapper, or the student itself
     teacher: MultiCropNetwork
@@ -48,7 +35,6 @@ class TrainState:
     scaler: torch.amp.GradScaler
     schedules: Schedules
     base_weights: str
-    sources: dict[str, str] = dataclasses.field(default_factory=dict)  # of auto values
     epoch: int = 0  # current epoch (0-based)
     step_in_epoch: int = 0  # optimizer steps done in the current epoch
     global_step: int = 0
@@ -65,9 +51,9 @@ class TrainState:
                 "format_version": FORMAT_VERSION,
                 "kind": "training-checkpoint",
                 "backbone": self.student.backbone.config.to_dict(),
-                "train_config": _plain(dataclasses.asdict(self.config)),
+                "train_config": self.config.record(),
                 "base_weights": self.base_weights,
-                "config_sources": dict(self.sources),
+                "config_sources": dict(self.config.sources),
             },
             "student": _network_state(self.student),
             "teacher": _network_state(self.teacher),
@@ -100,11 +86,3 @@ def _network_state(network: MultiCropNetwork) -> dict[str, Any]:
         "backbone": {k: v.detach().cpu() for k, v in network.backbone.vit.state_dict().items()},
         "head": {k: v.detach().cpu() for k, v in network.head.state_dict().items()},
     }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    return value
