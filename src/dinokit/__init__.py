@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cluster, duplicates, embed, search
-from .embed import Embeddings
+from .embeddings import Embeddings
 from .evaluation import evaluate
 from .models import (
     Backbone,

@@ -12,15 +12,23 @@ from typing import Any
 import numpy as np
 
 from ..data import ImageRecord
+from ..embeddings import (
+    WorkDir,
+    make_table,
+    read_metadata,
+    read_tables,
+    write_skipped,
+    write_tables,
+)
 from ..training.distributed import DistInfo, barrier
 from ._inputs import Key, embed_progress, failures, key, roots_of, shard
-from ._output import write_output, write_skipped
-from ._rows import iter_tables, make_table, read_metadata
-from ._workdir import WorkDir
 from .config import EmbedConfig, EmbedSummary
 from .embedder import RECIPE_KEYS, EmbeddedBatch, Embedder
 
 logger = logging.getLogger(__name__)
+
+_READ_ROWS = 4096
+"""Rows per table when an existing output is read back (memory stays flat)."""
 
 
 @dataclass
@@ -94,7 +102,7 @@ class FileJob:
                     "pass --overwrite to replace it, or another --out"
                 )
             self.roots = old_roots + [r for r in self.roots if r not in old_roots]
-            output_keys = self._keys_of(iter_tables(self.out), old_roots)
+            output_keys = self._keys_of(read_tables(self.out, chunk_rows=_READ_ROWS), old_roots)
         state = self.work.read_state()
         if state is None or self.config.overwrite:
             return _Existing(output_keys, [], False)
@@ -106,10 +114,7 @@ class FileJob:
                     f"{self.work.path}; pass --overwrite to start again"
                 )
             return _Existing(output_keys, [], False)
-        import pyarrow.parquet as pq
-
-        tables = (pq.read_table(p, columns=["path", "root"]) for p in self.work.parts())
-        part_keys = self._keys_of(tables, self.roots)
+        part_keys = self._keys_of(self.work.part_tables(["path", "root"]), self.roots)
         if part_keys:
             logger.info("resuming: %d images embedded by an interrupted run", len(part_keys))
         return _Existing(output_keys, part_keys, True)
@@ -145,12 +150,7 @@ class FileJob:
                 patch_tokens=tokens if self.embedder.patch_tokens else None,
                 grids=[g for b in batches for g in (b.grids or [])],
             )
-            import pyarrow.parquet as pq
-
-            from .._files import atomic_write
-
-            path = self.work.part_path(attempt, self.dist.rank, seq)
-            atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+            self.work.write_part(attempt, self.dist.rank, seq, table)
             pending, rows, seq = [], 0, seq + 1
 
         try:
@@ -227,15 +227,12 @@ class FileJob:
             return table.set_column(table.schema.get_field_index("label"), "label", labels)
 
         def tables() -> Iterator[Any]:
-            import pyarrow.parquet as pq
-
             if existing.output_keys:
-                yield from (keep(t) for t in iter_tables(self.out))
-            for part in self.work.parts():
-                yield keep(pq.read_table(part))
+                yield from (keep(t) for t in read_tables(self.out, chunk_rows=_READ_ROWS))
+            yield from (keep(t) for t in self.work.part_tables())
 
-        write_output(
-            self.out, tables, total=summary.total, metadata=summary.metadata, classes=classes
+        write_tables(
+            self.out, tables(), total=summary.total, metadata=summary.metadata, classes=classes
         )
         write_skipped(self.out, summary.skipped)
         self.work.remove()

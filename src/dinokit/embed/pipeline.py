@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from ..data import ImageRecord, list_images
+from ..embeddings import Embeddings
 from ..training.distributed import DistInfo, cleanup, init_distributed, is_initialized
 from ._file_job import FileJob
 from ._inputs import embed_progress, failures, roots_of, shard
 from .config import EmbedConfig, EmbedSummary
-from .embedder import Embedder, default_workers
-from .embeddings import Embeddings
+from .embedder import Embedder
 
 logger = logging.getLogger(__name__)
 
@@ -39,24 +39,13 @@ def run_embed(config: EmbedConfig) -> tuple[EmbedSummary, Embeddings | None]:
             model, options or inputs and ``overwrite`` is false.
         FileNotFoundError, ValueError: Missing inputs, no images, bad options.
     """
+    if config.patch_tokens and config.out is None:
+        raise ValueError("patch tokens are written to a file: pass out=... .parquet")
     owns_group = not is_initialized()
     dist = init_distributed(config.device)
     try:
         listing = list_images(config.inputs)
-        embedder = Embedder(
-            config.model,
-            weights=config.weights,
-            branch=config.branch,
-            preprocess=config.preprocess,
-            size=config.size,
-            feature=config.feature,
-            normalize=config.normalize,
-            patch_tokens=config.patch_tokens,
-            batch_size=config.batch_size,
-            workers=default_workers() if config.workers is None else config.workers,
-            precision=config.precision,
-            device=dist.device,
-        )
+        embedder = Embedder(**{**vars(config), "device": str(dist.device)})
         listed_skips = [{"path": s.path, "reason": s.reason} for s in listing.skipped]
         if config.out is None:
             return _in_memory(embedder, listing.records, listed_skips, dist, config)
@@ -67,28 +56,11 @@ def run_embed(config: EmbedConfig) -> tuple[EmbedSummary, Embeddings | None]:
             cleanup()
 
 
-def embed(
-    inputs: str | Path | list[str | Path],
-    *,
-    model: str | Path,
-    weights: str | Path | None = None,
-    branch: str = "teacher",
-    preprocess: str | None = None,
-    size: int | None = None,
-    feature: str = "cls",
-    normalize: bool = True,
-    patch_tokens: bool = False,
-    batch_size: int = 64,
-    workers: int | None = None,
-    precision: str = "auto",
-    device: str = "auto",
-    out: str | Path | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> Embeddings:
+def embed(inputs: str | Path | list[str | Path], **options: Any) -> Embeddings:
     """Embed every image of folders, list files or image files.
 
-    The Python face of ``dinokit embed`` (see :class:`EmbedConfig` for the options).
+    The Python face of ``dinokit embed``: ``options`` are :class:`EmbedConfig` fields
+    (``model`` is required; ``feature``, ``preprocess``, ``out``...).
 
     Returns:
         The embeddings: (N, D) float32 vectors (L2-normalised unless ``normalize=False``),
@@ -102,25 +74,7 @@ def embed(
         (1234, 384)
     """
     folders = [inputs] if isinstance(inputs, str | Path) else list(inputs)
-    config = EmbedConfig(
-        inputs=folders,
-        model=model,
-        weights=weights,
-        branch=branch,
-        preprocess=preprocess,
-        size=size,
-        feature=feature,
-        normalize=normalize,
-        patch_tokens=patch_tokens,
-        batch_size=batch_size,
-        workers=workers,
-        precision=precision,
-        device=device,
-        out=out,
-        overwrite=overwrite,
-        progress=progress,
-    )
-    summary, result = run_embed(config)
+    summary, result = run_embed(EmbedConfig(inputs=folders, **options))
     if result is not None:
         return result
     assert summary.out is not None

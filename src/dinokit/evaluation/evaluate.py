@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..embed.embeddings import Embeddings
+from ..embeddings import Embeddings
 from .knn import DEFAULT_TEMPERATURE, knn_accuracy
 from .linear import linear_probe
 from .quality import quality_score

@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._files import atomic_write, default_mode
-from ..embed.embeddings import Embeddings
+from ..embeddings import Embeddings
 from ..search._vectors import unit_rows
 from . import _report_html as h
 from ._inputs import (
