@@ -9,21 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..data import ImageRecord
-from ..embeddings import (
-    WorkDir,
-    make_table,
-    read_metadata,
-    read_tables,
-    write_skipped,
-    write_tables,
-)
+from ..embeddings import WorkDir, read_metadata, read_tables, write_skipped, write_tables
 from ..training.distributed import DistInfo, barrier
-from ._inputs import Key, embed_progress, failures, key, roots_of, shard
+from ._inputs import Key, embed_shard, key, roots_of, shard
 from .config import EmbedConfig, EmbedSummary
-from .embedder import RECIPE_KEYS, EmbeddedBatch, Embedder
+from .embedder import RECIPE_KEYS, Embedder
 
 logger = logging.getLogger(__name__)
 
@@ -129,41 +120,10 @@ class FileJob:
 
     def _embed_shard(self, mine: list[ImageRecord], attempt: int) -> list[dict[str, str]]:
         """Embed ``mine`` into parts of at most ``chunk_rows`` rows; returns the failures."""
-        root_index = {r: i for i, r in enumerate(self.roots)}
         failed: list[dict[str, str]] = []
-        pending: list[tuple[list[ImageRecord], EmbeddedBatch]] = []
-        rows, seq = 0, 0
-        progress = embed_progress(len(mine), self.config, self.dist)
-
-        def flush() -> None:
-            nonlocal pending, rows, seq
-            if not rows:
-                return
-            recs = [r for batch_recs, _ in pending for r in batch_recs]
-            batches = [b for _, b in pending]
-            tokens = [t for b in batches for t in (b.patch_tokens or [])]
-            table = make_table(
-                [r.relpath for r in recs],
-                [r.label for r in recs],
-                np.concatenate([b.vectors for b in batches]),
-                [root_index[str(r.root)] for r in recs],
-                patch_tokens=tokens if self.embedder.patch_tokens else None,
-                grids=[g for b in batches for g in (b.grids or [])],
-            )
+        tables = embed_shard(self.embedder, mine, self.roots, self.config, self.dist, failed)
+        for seq, table in enumerate(tables):
             self.work.write_part(attempt, self.dist.rank, seq, table)
-            pending, rows, seq = [], 0, seq + 1
-
-        try:
-            for batch in self.embedder.iter_batches(mine):
-                failed.extend(failures(batch))
-                pending.append(([mine[i] for i in batch.indices], batch))
-                rows += len(batch.indices)
-                progress.update(len(batch.indices) + len(batch.failed))
-                if rows >= self.config.chunk_rows:
-                    flush()
-            flush()
-        finally:
-            progress.close()
         return failed
 
     def _summary(

@@ -140,37 +140,43 @@ class Embedder:
         **options: Any,
     ) -> None:
         config = EmbedConfig(model=model, **options)
-        device = resolve_device(config.device)
+        self.device = resolve_device(config.device)
         if isinstance(model, Backbone):
-            backbone = model.to(device)
+            self.backbone = model.to(self.device)
             # An in-memory model is recorded only when it came from a file.
             source = Path(model.source)
             spec: str | Path | None = source if source.is_file() else None
         else:
-            weights, branch = config.weights, config.branch
-            backbone = build_backbone(model, weights=weights, branch=branch, device=device)
+            self.backbone = build_backbone(
+                model, weights=config.weights, branch=config.branch, device=self.device
+            )
             spec = model
-        record = model_record(spec, weights=config.weights, branch=config.branch, backbone=backbone)
-        transform = transform_for(backbone, mode=config.preprocess, size=config.size)
-        self._setup(config, backbone, record, transform, autocast, generator)
+        self._record = model_record(
+            spec, weights=config.weights, branch=config.branch, backbone=self.backbone
+        )
+        self._fingerprint: str | None = None
+        self.transform = transform_for(self.backbone, mode=config.preprocess, size=config.size)
+        self.precision = resolve_precision(config.precision, self.device)
+        self._autocast = autocast or autocast_context(self.precision, self.device)
+        self.generator = generator
+        self.feature = config.feature
+        self.branch = config.branch
+        self.normalize = config.normalize
+        self.patch_tokens = config.patch_tokens
+        self.batch_size = config.batch_size
+        self.workers = default_workers() if config.workers is None else config.workers
 
     @classmethod
     def from_metadata(
-        cls,
-        metadata: dict[str, Any],
-        *,
-        workers: int = 0,
-        autocast: contextlib.AbstractContextManager[Any] | None = None,
-        generator: torch.Generator | None = None,
-        **options: Any,
+        cls, metadata: dict[str, Any], *, workers: int = 0, **options: Any
     ) -> Embedder:
         """The embedder that made a set of embeddings (``Embeddings.metadata``), offline.
 
         Args:
             metadata: The embeddings' metadata (model record, transform, feature...).
             workers: Loader processes (0: a few query images decode in this process).
-            autocast, generator: As for :class:`Embedder`.
-            **options: ``batch_size``, ``precision``, ``device`` (see :class:`EmbedConfig`).
+            **options: ``batch_size``, ``precision``, ``device``, ``autocast``,
+                ``generator`` (as for :class:`Embedder`).
 
         Raises:
             RecordedModelError: The recorded model cannot be loaded, or its weights changed
@@ -184,8 +190,9 @@ class Embedder:
                 "re-embed the images with dinokit embed"
             )
         record = dict(metadata["model"])
-        config = EmbedConfig(
-            model=str(record.get("model")),  # the backbone comes from the record below
+        device = resolve_device(options.get("device", EmbedConfig.device))
+        self = cls(
+            rebuild_backbone(record, device=device),
             feature=str(metadata["feature"]),
             normalize=bool(metadata["normalize"]),
             patch_tokens=bool(metadata.get("patch_tokens", False)),
@@ -193,10 +200,9 @@ class Embedder:
             workers=workers,
             **options,
         )
-        backbone = rebuild_backbone(record, device=resolve_device(config.device))
-        self = cls.__new__(cls)
-        transform = EvalTransform(**metadata["transform"])
-        self._setup(config, backbone, record, transform, autocast, generator)
+        # The recipe as recorded: the model's own record and every preprocessing setting.
+        self._record = record
+        self.transform = EvalTransform(**metadata["transform"])
         expected = metadata.get("fingerprint")
         if expected and expected != self.fingerprint:
             raise RecordedModelError(
@@ -204,32 +210,6 @@ class Embedder:
                 f"{expected}, now {self.fingerprint}); re-embed with dinokit embed --overwrite"
             )
         return self
-
-    def _setup(
-        self,
-        config: EmbedConfig,
-        backbone: Backbone,
-        record: dict[str, Any],
-        transform: EvalTransform,
-        autocast: contextlib.AbstractContextManager[Any] | None,
-        generator: torch.Generator | None,
-    ) -> None:
-        self.backbone = backbone
-        self.device = resolve_device(config.device)
-        self.precision = resolve_precision(config.precision, self.device)
-        if autocast is None:
-            autocast = autocast_context(self.precision, self.device)
-        self._autocast = autocast
-        self._record = record
-        self._fingerprint: str | None = None
-        self.transform = transform
-        self.feature = config.feature
-        self.branch = config.branch
-        self.normalize = config.normalize
-        self.patch_tokens = config.patch_tokens
-        self.batch_size = config.batch_size
-        self.workers = default_workers() if config.workers is None else config.workers
-        self.generator = generator
 
     @property
     def dim(self) -> int:
@@ -286,18 +266,16 @@ class Embedder:
         batches = list(self.iter_batches(images))
         if not batches:
             return _empty_batch(self.dim, [])
-        indices = np.concatenate([b.indices for b in batches])
-        order = np.argsort(indices, kind="stable")
         return EmbeddedBatch(
-            indices=indices[order],
-            vectors=np.concatenate([b.vectors for b in batches])[order],
+            indices=np.concatenate([b.indices for b in batches]),
+            vectors=np.concatenate([b.vectors for b in batches]),
             failed=[f for b in batches for f in b.failed],
         )
 
     def iter_batches(
         self, images: Sequence[ImageRecord] | Sequence[str | Path]
     ) -> Iterator[EmbeddedBatch]:
-        """Embed images batch by batch (the loader's order; memory stays flat).
+        """Embed images batch by batch, in input order (memory stays flat).
 
         Args:
             images: Records from :func:`~dinokit.data.list_images` or plain paths.
@@ -351,6 +329,7 @@ class Embedder:
     def _embed_groups(
         self, groups: list[tuple[Tensor, Tensor]], failed: list[Failed]
     ) -> EmbeddedBatch:
+        """One loader batch, its shape groups embedded and put back in input order."""
         indices: list[Tensor] = []
         vectors: list[Tensor] = []
         tokens: list[NDArray[np.float32]] = []
@@ -366,12 +345,14 @@ class Embedder:
                 grids.extend([grid] * len(patch))
         if not vectors:
             return _empty_batch(self.dim, failed)
+        positions = torch.cat(indices).numpy().astype(np.int64)
+        order = np.argsort(positions, kind="stable")
         return EmbeddedBatch(
-            indices=torch.cat(indices).numpy().astype(np.int64),
-            vectors=torch.cat(vectors).numpy(),
+            indices=positions[order],
+            vectors=torch.cat(vectors).numpy()[order],
             failed=failed,
-            patch_tokens=tokens if self.patch_tokens else None,
-            grids=grids if self.patch_tokens else None,
+            patch_tokens=[tokens[i] for i in order] if self.patch_tokens else None,
+            grids=[grids[i] for i in order] if self.patch_tokens else None,
         )
 
 

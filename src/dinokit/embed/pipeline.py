@@ -9,21 +9,18 @@ then rank 0 merges everything into the output and writes the skipped list next t
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..data import ImageRecord, list_images
-from ..embeddings import Embeddings
+from ..embeddings import Embeddings, make_table
 from ..training.distributed import DistInfo, cleanup, init_distributed, is_initialized
 from ._file_job import FileJob
-from ._inputs import embed_progress, failures, roots_of, shard
+from ._inputs import embed_shard, roots_of, shard
 from .config import EmbedConfig, EmbedSummary
 from .embedder import Embedder
-
-logger = logging.getLogger(__name__)
 
 
 def run_embed(config: EmbedConfig) -> tuple[EmbedSummary, Embeddings | None]:
@@ -88,45 +85,20 @@ def _in_memory(
     dist: DistInfo,
     config: EmbedConfig,
 ) -> tuple[EmbedSummary, Embeddings]:
-    mine = shard(records, dist)
-    offset = dist.rank * len(records) // dist.world_size
-    indices: list[np.ndarray[Any, Any]] = []
-    vectors: list[np.ndarray[Any, Any]] = []
+    import pyarrow as pa
+
+    roots = roots_of(records)
     failed: list[dict[str, str]] = []
-    progress = embed_progress(len(mine), config, dist)
-    try:
-        for batch in embedder.iter_batches(mine):
-            indices.append(batch.indices + offset)
-            vectors.append(batch.vectors)
-            failed.extend(failures(batch))
-            progress.update(len(batch.indices) + len(batch.failed))
-    finally:
-        progress.close()
-    local = (
-        np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64),
-        np.concatenate(vectors) if vectors else np.zeros((0, embedder.dim), dtype=np.float32),
-        failed,
-    )
+    local = (list(embed_shard(embedder, shard(records, dist), roots, config, dist, failed)), failed)
     gathered = [local]
     if dist.world_size > 1:
         import torch.distributed
 
         gathered = [local] * dist.world_size
         torch.distributed.all_gather_object(gathered, local)
-    order = np.concatenate([g[0] for g in gathered])
-    matrix = np.concatenate([g[1] for g in gathered])[np.argsort(order, kind="stable")]
-    order.sort()
-    skipped = listed_skips + [f for g in gathered for f in g[2]]
-    roots = roots_of(records)
-    root_index = {r: i for i, r in enumerate(roots)}
-    kept = [records[i] for i in order]
-    metadata = {**embedder.metadata(), "roots": roots, "skipped": skipped, "count": len(kept)}
-    result = Embeddings(
-        paths=[r.relpath for r in kept],
-        labels=[r.label for r in kept],
-        vectors=matrix,
-        metadata=metadata,
-        roots=np.asarray([root_index[str(r.root)] for r in kept], dtype=np.int16),
-    )
-    summary = EmbedSummary(None, len(kept), len(kept), 0, 0, skipped, None, False, metadata)
-    return summary, result
+    empty = make_table([], [], np.zeros((0, embedder.dim), dtype=np.float32), [])
+    table = pa.concat_tables([empty] + [t for tables, _ in gathered for t in tables])
+    skipped = listed_skips + [f for _, fails in gathered for f in fails]
+    metadata = {**embedder.metadata(), "roots": roots, "skipped": skipped, "count": len(table)}
+    summary = EmbedSummary(None, len(table), len(table), 0, 0, skipped, None, False, metadata)
+    return summary, Embeddings.from_table(table, metadata)

@@ -123,6 +123,11 @@ class Embeddings:
         table = next(read_tables(path))
         metadata = read_metadata(path) or {}
         metadata.pop("classes", None)  # lightly's CSV: already turned back into labels
+        return cls.from_table(table, metadata)
+
+    @classmethod
+    def from_table(cls, table: Any, metadata: dict[str, Any]) -> Embeddings:
+        """The rows of a row table (see :func:`~dinokit.embeddings.make_table`)."""
         return cls(
             paths=table.column("path").to_pylist(),
             labels=table.column("label").to_pylist(),

@@ -10,7 +10,6 @@ once the parts are merged into the output.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import shutil
 from collections.abc import Iterator
@@ -19,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from .._files import atomic_write
-
-logger = logging.getLogger(__name__)
 
 _PART = re.compile(r"^(\d{3})-(\d{3})-(\d{6})\.parquet$")
 
