@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dinokit.embed import Embeddings
+from dinokit.embeddings import Embeddings
 from dinokit.evaluation import evaluate
 from tests.data._helpers import write_jpeg
 
