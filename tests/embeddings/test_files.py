@@ -43,6 +43,7 @@ def test_every_format_round_trips(tmp_path: Path, suffix: str) -> None:
     back = Embeddings.load(path)
     assert back.paths == emb.paths
     np.testing.assert_array_equal(back.vectors, emb.vectors)  # CSV writes repr(float)
+    assert back.vectors.flags.writeable  # a new array, not a view of the file's buffers
     assert back.metadata == {**emb.metadata, "dim": 5}
     if suffix == ".csv":
         # lightly's CSV: integer labels, the unlabelled row reads back as class 0; no roots.

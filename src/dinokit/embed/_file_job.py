@@ -65,7 +65,11 @@ class FileJob:
         if self.dist.is_main and not existing.resume:
             self.work.reset({"recipe": self.recipe, "roots": self.roots})
         barrier()
-        failed = self._embed_shard(shard(remaining, self.dist), attempt)
+        failed: list[dict[str, str]] = []  # this rank's share, in parts of <= chunk_rows rows
+        mine = shard(remaining, self.dist)
+        parts = embed_shard(self.embedder, mine, self.roots, self.config, self.dist, failed)
+        for seq, table in enumerate(parts):
+            self.work.write_part(attempt, self.dist.rank, seq, table)
         self.work.write_skipped(attempt, self.dist.rank, failed)
         barrier()
         summary = self._summary(existing, remaining, by_key, attempt)
@@ -118,14 +122,6 @@ class FileJob:
             keys.extend((roots[r], p) for p, r in zip(paths, rows, strict=True))
         return keys
 
-    def _embed_shard(self, mine: list[ImageRecord], attempt: int) -> list[dict[str, str]]:
-        """Embed ``mine`` into parts of at most ``chunk_rows`` rows; returns the failures."""
-        failed: list[dict[str, str]] = []
-        tables = embed_shard(self.embedder, mine, self.roots, self.config, self.dist, failed)
-        for seq, table in enumerate(tables):
-            self.work.write_part(attempt, self.dist.rank, seq, table)
-        return failed
-
     def _summary(
         self,
         existing: _Existing,
@@ -139,12 +135,8 @@ class FileJob:
         old = existing.output_keys + existing.part_keys
         reused = sum(k in by_key for k in old)
         skipped = self.listed_skips + failed
-        metadata = {
-            **self.embedder.metadata(),
-            "roots": self.roots,
-            "skipped": skipped,
-            "count": reused + new,
-        }
+        metadata = self.embedder.metadata()
+        metadata.update(roots=self.roots, skipped=skipped, count=reused + new)
         previous = read_metadata(self.out) if existing.output_keys else None
         up_to_date = (
             previous is not None

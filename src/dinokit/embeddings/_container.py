@@ -1,11 +1,5 @@
-"""The embeddings container: one vector per image with its path, label and recipe.
-
-An :class:`Embeddings` holds one L2-normalised (unless asked otherwise) vector per image,
-the image's path relative to its input root, its label (the first-level subfolder of a
-labelled folder, else ``None``) and the metadata needed to embed a new image the same way
-(model record, preprocessing, feature, branch, normalisation). Its files are those of
-:mod:`._formats`.
-"""
+"""The embeddings container: one vector per image with its path, label and recipe (its
+files are those of :mod:`._formats`)."""
 
 from __future__ import annotations
 

@@ -73,8 +73,10 @@ def make_table(
 
 
 def vectors_of(table: Any) -> NDArray[np.float32]:
-    """The (N, D) float32 ``embedding`` column of a table (D from its type, so N may be 0)."""
+    """The (N, D) float32 ``embedding`` column of a table, as a new writable array (D from
+    the column's type, so N may be 0)."""
     column = table.column("embedding")
     width = getattr(column.type, "list_size", -1)
-    values = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    parts = [chunk.flatten().to_numpy(zero_copy_only=False) for chunk in column.chunks]
+    values = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
     return np.asarray(values, dtype=np.float32).reshape(len(table), width)
