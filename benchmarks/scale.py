@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from dinokit.cluster import cluster
 from dinokit.duplicates import find_duplicates
-from dinokit.embed import Embeddings
+from dinokit.embeddings import Embeddings
 from dinokit.search import build_index, recall_at_k
 
 

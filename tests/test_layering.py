@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("runtime",),
     ("data", "sample_data"),
     ("models",),
-    ("dino", "embeddings", "features"),
+    ("dino", "embeddings"),
     ("embed",),
     ("search",),
     ("evaluation", "duplicates", "cluster"),

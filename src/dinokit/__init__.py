@@ -3,7 +3,7 @@
 from . import cluster, duplicates, embed, search
 from ._version import __version__
 from .api import evaluate, train
-from .embed import Embeddings
+from .embeddings import Embeddings
 from .models import (
     Backbone,
     BackboneConfig,

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from .embed import Embeddings
+from .embeddings import Embeddings
 from .search._callable import make_callable
 from .search._vectors import chunks, unit_rows
 from .search.index import import_faiss

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -86,3 +88,82 @@ def write_yaml(
         text = "\n".join(lines) + "\n"
     with atomic_path(path) as tmp, tmp.open("w") as handle:
         handle.write(text)
+
+
+def flag(
+    help: str,
+    *,
+    name: str | None = None,
+    choices: Sequence[str] | None = None,
+    required: bool = False,
+    nargs: str | None = None,
+) -> dict[str, Any]:
+    """The ``metadata`` of a config dataclass field that is a command-line argument.
+
+    Args:
+        help: What the option does, as the command line shows it.
+        name: The flag (default ``--field-name``, and ``--no-field-name`` for a boolean that
+            is on by default); a name without dashes makes a positional argument.
+        choices: The values allowed (checked by :func:`check_choices` and by the parser).
+        required: The flag is required on the command line though Python has a default.
+        nargs: argparse's ``nargs`` (positional lists: ``"+"``).
+    """
+    choice_list = None if choices is None else tuple(choices)
+    return {
+        "help": help,
+        "flag": name,
+        "choices": choice_list,
+        "required": required,
+        "nargs": nargs,
+    }
+
+
+def check_choices(config: Any) -> None:
+    """Raise ``ValueError`` for a field whose value is not one of its :func:`flag` choices."""
+    for f in dataclasses.fields(config):
+        choices = f.metadata.get("choices")
+        value = getattr(config, f.name)
+        if choices is not None and value is not None and value not in choices:
+            raise ValueError(
+                f"unknown {f.name} {value!r}; choose one of {', '.join(map(str, choices))}"
+            )
+
+
+def _flag_type(annotation: Any) -> type:
+    kinds = typing.get_args(annotation) or (annotation,)
+    return next((kind for kind in (int, float) if kind in kinds), str)
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One command-line argument per :func:`flag` field of a config dataclass.
+
+    Values default to the field defaults, so :func:`flag_values` gives every field.
+    """
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if "help" not in meta:
+            continue
+        given = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        default = None if f.default is dataclasses.MISSING else f.default
+        name = meta["flag"] or f"--{'no-' if default is True else ''}{f.name.replace('_', '-')}"
+        if not name.startswith("-"):
+            parser.add_argument(f.name, metavar=name, nargs=meta["nargs"], help=meta["help"])
+        elif hints[f.name] is bool:
+            action = "store_false" if default else "store_true"
+            parser.add_argument(name, dest=f.name, action=action, help=meta["help"])
+        else:
+            parser.add_argument(
+                name,
+                dest=f.name,
+                type=_flag_type(hints[f.name]),
+                choices=meta["choices"],
+                default=default,
+                required=meta["required"] or not given,
+                help=meta["help"],
+            )
+
+
+def flag_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The parsed values of the fields :func:`add_flags` made arguments for."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if "help" in f.metadata}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dinokit.api import evaluate
-from dinokit.embed import Embeddings
+from dinokit.embeddings import Embeddings
 from tests.data._helpers import write_jpeg
 
 S = math.sqrt(1 - 0.99**2)

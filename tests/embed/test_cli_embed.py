@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dinokit.cli import main
-from dinokit.embed import Embeddings
+from dinokit.embeddings import Embeddings
 from tests.embed._helpers import flat_folder, labelled_folder
 
 # fp32: the torchrun shards are compared with a single process to 1e-5.

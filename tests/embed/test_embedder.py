@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from tests.models.checkpoints import random_backbone
 def embedder() -> Embedder:
     """fp32: its vectors are compared with the backbone's own fp32 forward to 1e-5 (the bf16
     path has its own test, tests/embed/test_pipeline.py::test_bf16_vectors_match_fp32)."""
-    return Embedder("vit_test", weights="none", batch_size=3, precision="fp32")
+    return Embedder("vit_test", weights="none", batch_size=3, precision="fp32", workers=0)
 
 
 def test_embed_files_gives_normalised_vectors_in_input_order(
@@ -75,6 +76,7 @@ def test_native_mode_batches_images_of_different_shapes(tmp_path: Path) -> None:
     emb = Embedder("vit_test", weights="none", preprocess="native", patch_tokens=True)
     batch = next(emb.iter_batches([wide, tall, wide]))
     assert batch.vectors.shape == (3, 64)
+    assert batch.indices.tolist() == [0, 1, 2]  # the shape groups put back in input order
     assert batch.grids is not None and batch.patch_tokens is not None
     by_index = dict(zip(batch.indices.tolist(), batch.grids, strict=True))
     assert by_index[0] == by_index[2] != by_index[1]
@@ -130,3 +132,59 @@ def test_an_in_memory_model_is_not_rebuildable(vit_test: dinokit.Backbone) -> No
 def test_metadata_of_other_files_is_refused() -> None:
     with pytest.raises(ValueError, match="not made by dinokit embed"):
         Embedder.from_metadata({"dim": 3})
+
+
+# The one batched extractor also serves training's kNN monitor: a model that is training,
+# the run's own autocast, and no draw from the global RNG between training steps.
+
+
+def test_a_training_model_is_embedded_in_eval_mode_and_left_training(tmp_path: Path) -> None:
+    """fp32; stochastic depth 0.5 makes any forward pass in training mode differ."""
+    torch.manual_seed(0)
+    model = dinokit.create_backbone("vit_test", weights="none", drop_path_rate=0.5).train()
+    paths = flat_folder(tmp_path, 3)
+    emb = Embedder(model, precision="fp32", workers=0)
+    first, second = emb.embed_files(paths)[0], emb.embed_files(paths)[0]
+    assert model.training
+    np.testing.assert_array_equal(first, second)
+    with torch.inference_mode():
+        x = torch.stack(
+            [emb.transform(open_image(p, draft_size=emb.transform.draft_size)) for p in paths]
+        )
+        cls = model.eval()(x)
+    np.testing.assert_allclose(first, torch.nn.functional.normalize(cls, dim=-1), atol=1e-5)
+
+
+def test_the_global_rng_is_not_drawn_from(embedder: Embedder, tmp_path: Path) -> None:
+    paths = flat_folder(tmp_path, 2)
+    state = torch.get_rng_state()
+    embedder.embed_files(paths)
+    assert torch.equal(torch.get_rng_state(), state)
+    generator = torch.Generator().manual_seed(0)
+    own = Embedder(embedder.backbone, precision="fp32", workers=0, generator=generator)
+    before = generator.get_state()
+    own.embed_files(paths)
+    assert not torch.equal(generator.get_state(), before)  # the loader's seed came from it
+
+
+def test_a_given_autocast_context_is_used(vit_test: dinokit.Backbone, tmp_path: Path) -> None:
+    entered: list[bool] = []
+
+    class Recording(contextlib.nullcontext[None]):
+        def __enter__(self) -> None:
+            entered.append(True)
+
+    emb = Embedder(vit_test, autocast=Recording(), workers=0, batch_size=2)
+    emb.embed_files(flat_folder(tmp_path, 3))
+    assert len(entered) == 2  # one forward pass per batch
+
+
+def test_embed_all_keeps_input_order_and_positions(embedder: Embedder, tmp_path: Path) -> None:
+    good = flat_folder(tmp_path, 4)
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    everything = embedder.embed_all([good[0], empty, *good[1:]])
+    assert everything.indices.tolist() == [0, 2, 3, 4]
+    assert [f.index for f in everything.failed] == [1]
+    alone = [embedder.embed_files([p])[0][0] for p in good]
+    np.testing.assert_allclose(everything.vectors, np.stack(alone), atol=1e-5)

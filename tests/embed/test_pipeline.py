@@ -71,6 +71,7 @@ def test_in_memory_equals_the_file(tmp_path: Path) -> None:
     assert memory.paths == written.paths and memory.labels == written.labels
     np.testing.assert_array_equal(memory.vectors, written.vectors)
     assert memory.metadata == written.metadata
+    assert memory.vectors.flags.writeable and written.vectors.flags.writeable
 
 
 def test_unreadable_files_are_skipped_and_listed(tmp_path: Path) -> None:

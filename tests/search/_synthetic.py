@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from dinokit.embed import Embeddings
+from dinokit.embeddings import Embeddings
 
 
 def unit(x: NDArray[np.float64]) -> NDArray[np.float32]:

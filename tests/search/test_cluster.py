@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dinokit.cluster import candidate_ks, cluster, write_clusters
-from dinokit.embed import Embeddings
+from dinokit.embeddings import Embeddings
 from tests.data._helpers import write_jpeg
 
 from ._synthetic import clustered_vectors

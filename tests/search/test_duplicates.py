@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dinokit.duplicates import connected_components, find_duplicates
-from dinokit.embed import Embeddings
+from dinokit.embeddings import Embeddings
 from tests.data._helpers import write_jpeg
 
 from ._synthetic import random_embeddings, unit

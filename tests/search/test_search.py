@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dinokit.embed import Embeddings
+from dinokit.embeddings import Embeddings
 from dinokit.search import build_index, index_for_file, recall_at_k, search
 from dinokit.search.cache import cache_paths
 

@@ -20,7 +20,7 @@ pytest.importorskip("httpx", reason="the API tests need httpx (dinokit[dev])")
 
 from fastapi.testclient import TestClient
 
-from dinokit.embed import Embeddings
+from dinokit.embeddings import Embeddings
 from dinokit.serve import ServeConfig, create_app
 from tests.serve._helpers import COLOURS, Served, jpeg_bytes, make_collection, picture
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dinokit.embed import Embeddings
+from dinokit.embeddings import Embeddings
 
 
 def make_embeddings(

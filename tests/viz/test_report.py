@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dinokit.cli import main
-from dinokit.embed import Embeddings
+from dinokit.embeddings import Embeddings
 from dinokit.viz.report import nearest_neighbours, write_report
 from tests.viz._chromium import find_chromium, open_page
 from tests.viz._viz_data import make_embeddings, write_assignments

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..embed import embed
-from ..embed.embeddings import Embeddings
+from ..embeddings import Embeddings
 from ..evaluation import REFERENCE_KS, label_scores, quality_score
 
 logger = logging.getLogger(__name__)

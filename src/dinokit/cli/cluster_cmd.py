@@ -47,7 +47,7 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Cluster, write the outputs, print the cluster sizes."""
     from ..cluster import cluster, write_clusters
-    from ..embed import Embeddings
+    from ..embeddings import Embeddings
 
     emb = Embeddings.load(args.embeddings)
     result = cluster(emb, args.k, seed=args.seed, iterations=args.iterations)

@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     """Find the groups (after calibrating the threshold), print them and optionally write them."""
     from .._files import atomic_write
     from ..duplicates import DEFAULT_THRESHOLD, calibrate_threshold, find_duplicates
-    from ..embed import Embeddings
+    from ..embeddings import Embeddings
 
     if args.calibrate is not None and args.threshold is not None:
         raise ValueError("--threshold and --calibrate exclude each other: give one of them")

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._progress import ProgressBar
-from ..embed import Embeddings
+from ..embeddings import Embeddings
 from ..search._vectors import chunks, unit_rows
 from ..search.index import build_index
 

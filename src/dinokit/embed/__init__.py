@@ -1,4 +1,5 @@
-"""Embeddings: extracting them from images and the files that hold them.
+"""Embeddings from images: the embedder and the ``embed`` run (the container and its files
+are :mod:`dinokit.embeddings`, re-exported here).
 
 ``dinokit.embed`` is both this package and its main function: ``dinokit.embed("photos/",
 model=...)`` calls :func:`embed`, while ``dinokit.embed.Embedder`` and
@@ -9,15 +10,15 @@ import sys
 import types
 from typing import Any
 
+from ..embeddings import Embeddings, EmbeddingsFileError
 from .config import EmbedConfig, EmbedSummary
 from .embedder import EmbeddedBatch, Embedder
-from .embeddings import Embeddings, EmbeddingsFileError
 from .model_record import RecordedModelError
 from .pipeline import embed, run_embed
-from .pooling import FEATURES
+from .pooling import POOLINGS
 
 __all__ = [
-    "FEATURES",
+    "POOLINGS",
     "EmbedConfig",
     "EmbedSummary",
     "EmbeddedBatch",

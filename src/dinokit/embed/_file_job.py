@@ -9,18 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..data import ImageRecord
+from ..embeddings import WorkDir, read_metadata, read_tables, write_skipped, write_tables
 from ..runtime.distributed import ProcessInfo, barrier
-from ._inputs import Key, embed_progress, failures, key, roots_of, shard
-from ._output import write_output, write_skipped
-from ._rows import iter_tables, make_table, read_metadata
-from ._workdir import WorkDir
+from ._inputs import Key, embed_shard, key, roots_of, shard
 from .config import EmbedConfig, EmbedSummary
-from .embedder import RECIPE_KEYS, EmbeddedBatch, Embedder
+from .embedder import RECIPE_KEYS, Embedder
 
 logger = logging.getLogger(__name__)
+
+_READ_ROWS = 4096
+"""Rows per table when an existing output is read back (memory stays flat)."""
 
 
 @dataclass
@@ -66,7 +65,11 @@ class FileJob:
         if self.process.is_main and not existing.resume:
             self.work.reset({"recipe": self.recipe, "roots": self.roots})
         barrier()
-        failed = self._embed_shard(shard(remaining, self.process), attempt)
+        failed: list[dict[str, str]] = []  # this rank's share, in parts of <= chunk_rows rows
+        mine = shard(remaining, self.process)
+        parts = embed_shard(self.embedder, mine, self.roots, self.config, self.process, failed)
+        for seq, table in enumerate(parts):
+            self.work.write_part(attempt, self.process.rank, seq, table)
         self.work.write_skipped(attempt, self.process.rank, failed)
         barrier()
         summary = self._summary(existing, remaining, by_key, attempt)
@@ -94,7 +97,7 @@ class FileJob:
                     "pass --overwrite to replace it, or another --out"
                 )
             self.roots = old_roots + [r for r in self.roots if r not in old_roots]
-            output_keys = self._keys_of(iter_tables(self.out), old_roots)
+            output_keys = self._keys_of(read_tables(self.out, chunk_rows=_READ_ROWS), old_roots)
         state = self.work.read_state()
         if state is None or self.config.overwrite:
             return _Existing(output_keys, [], False)
@@ -106,10 +109,7 @@ class FileJob:
                     f"{self.work.path}; pass --overwrite to start again"
                 )
             return _Existing(output_keys, [], False)
-        import pyarrow.parquet as pq
-
-        tables = (pq.read_table(p, columns=["path", "root"]) for p in self.work.parts())
-        part_keys = self._keys_of(tables, self.roots)
+        part_keys = self._keys_of(self.work.part_tables(["path", "root"]), self.roots)
         if part_keys:
             logger.info("resuming: %d images embedded by an interrupted run", len(part_keys))
         return _Existing(output_keys, part_keys, True)
@@ -121,50 +121,6 @@ class FileJob:
             paths, rows = table.column("path").to_pylist(), table.column("root").to_pylist()
             keys.extend((roots[r], p) for p, r in zip(paths, rows, strict=True))
         return keys
-
-    def _embed_shard(self, mine: list[ImageRecord], attempt: int) -> list[dict[str, str]]:
-        """Embed ``mine`` into parts of at most ``chunk_rows`` rows; returns the failures."""
-        root_index = {r: i for i, r in enumerate(self.roots)}
-        failed: list[dict[str, str]] = []
-        pending: list[tuple[list[ImageRecord], EmbeddedBatch]] = []
-        rows, seq = 0, 0
-        progress = embed_progress(len(mine), self.config, self.process)
-
-        def flush() -> None:
-            nonlocal pending, rows, seq
-            if not rows:
-                return
-            recs = [r for batch_recs, _ in pending for r in batch_recs]
-            batches = [b for _, b in pending]
-            tokens = [t for b in batches for t in (b.patch_tokens or [])]
-            table = make_table(
-                [r.relpath for r in recs],
-                [r.label for r in recs],
-                np.concatenate([b.vectors for b in batches]),
-                [root_index[str(r.root)] for r in recs],
-                patch_tokens=tokens if self.embedder.patch_tokens else None,
-                grids=[g for b in batches for g in (b.grids or [])],
-            )
-            import pyarrow.parquet as pq
-
-            from .._files import atomic_write
-
-            path = self.work.part_path(attempt, self.process.rank, seq)
-            atomic_write(path, lambda tmp: pq.write_table(table, tmp))
-            pending, rows, seq = [], 0, seq + 1
-
-        try:
-            for batch in self.embedder.iter_batches(mine):
-                failed.extend(failures(batch))
-                pending.append(([mine[i] for i in batch.indices], batch))
-                rows += len(batch.indices)
-                progress.update(len(batch.indices) + len(batch.failed))
-                if rows >= self.config.chunk_rows:
-                    flush()
-            flush()
-        finally:
-            progress.close()
-        return failed
 
     def _summary(
         self,
@@ -179,12 +135,8 @@ class FileJob:
         old = existing.output_keys + existing.part_keys
         reused = sum(k in by_key for k in old)
         skipped = self.listed_skips + failed
-        metadata = {
-            **self.embedder.metadata(),
-            "roots": self.roots,
-            "skipped": skipped,
-            "count": reused + new,
-        }
+        metadata = self.embedder.metadata()
+        metadata.update(roots=self.roots, skipped=skipped, count=reused + new)
         previous = read_metadata(self.out) if existing.output_keys else None
         up_to_date = (
             previous is not None
@@ -227,15 +179,12 @@ class FileJob:
             return table.set_column(table.schema.get_field_index("label"), "label", labels)
 
         def tables() -> Iterator[Any]:
-            import pyarrow.parquet as pq
-
             if existing.output_keys:
-                yield from (keep(t) for t in iter_tables(self.out))
-            for part in self.work.parts():
-                yield keep(pq.read_table(part))
+                yield from (keep(t) for t in read_tables(self.out, chunk_rows=_READ_ROWS))
+            yield from (keep(t) for t in self.work.part_tables())
 
-        write_output(
-            self.out, tables, total=summary.total, metadata=summary.metadata, classes=classes
+        write_tables(
+            self.out, tables(), total=summary.total, metadata=summary.metadata, classes=classes
         )
         write_skipped(self.out, summary.skipped)
         self.work.remove()

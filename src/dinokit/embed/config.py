@@ -1,4 +1,9 @@
-"""What an ``embed`` run is asked to do, and what it did."""
+"""What an ``embed`` run is asked to do, and what it did.
+
+:class:`EmbedConfig` is where every option of ``dinokit embed`` / :func:`dinokit.embed` /
+:class:`~dinokit.embed.Embedder` is defined, once: its type, default and help text (the
+command line's flags are built from it).
+"""
 
 from __future__ import annotations
 
@@ -6,79 +11,93 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config_io import check_choices, flag
 from ..data.preprocess import MODES
+from ..embeddings import check_format
+from ..models import Backbone
+from ..models.weights.files import BRANCHES
 from ..runtime.precision import PRECISIONS
-from .embeddings import FORMATS
-from .pooling import check_feature
+from .pooling import POOLINGS
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EmbedConfig:
-    """The options of ``dinokit embed`` / :func:`dinokit.embed`.
+    """The options of an embedding run; an :class:`~dinokit.embed.Embedder` uses those from
+    ``model`` to ``device``. Each field's help text is what ``dinokit embed --help`` shows.
 
-    Attributes:
-        inputs: Folders (recursive; labelled by first-level subfolders), list files
-            (``.txt``/``.lst``, one path per line) and image files.
-        model: Registered name, ``timm:<name>``, run folder or weights file.
-        weights: With a name: ``None`` (official), ``"none"`` (seeded random init) or a file.
-        branch: ``teacher`` or ``student``.
-        preprocess: ``center-crop``, ``resize``, ``letterbox``, ``native`` (default: the
-            model's own).
-        size: Input size in pixels (default: the model's own).
-        feature: ``cls``, ``mean``, ``cls+mean`` or ``last4``.
-        normalize: L2-normalise the vectors.
-        patch_tokens: Also store each image's patch tokens (Parquet output only).
-        batch_size: Images per forward pass.
-        workers: Decoding processes (``None``: all cores but one, at most 8).
-        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
-        out: ``.parquet``, ``.npy`` or ``.csv`` file; ``None`` keeps the result in memory.
-        overwrite: Replace an existing output made differently (or discard an interrupted
-            run with other options) instead of refusing.
-        chunk_rows: Rows per Parquet part written while running (memory stays flat).
-        progress: A bar with the time left on a terminal (log lines elsewhere); ``False``:
-            log lines only.
+    Raises:
+        ValueError: A value outside its choices, a batch size or chunk under 1, negative
+            workers, an unknown output format, patch tokens for a file other than Parquet.
     """
 
-    inputs: list[str | Path]
-    model: str | Path
-    weights: str | Path | None = None
-    branch: str = "teacher"
-    preprocess: str | None = None
-    size: int | None = None
-    feature: str = "cls"
-    normalize: bool = True
-    patch_tokens: bool = False
-    batch_size: int = 64
-    workers: int | None = None
-    precision: str = "auto"
-    device: str = "auto"
-    out: str | Path | None = None
-    overwrite: bool = False
-    chunk_rows: int = 2048
-    progress: bool = True
+    inputs: list[str | Path] = field(
+        default_factory=list,
+        metadata=flag("image folders, list files (.txt/.lst), images", name="data", nargs="+"),
+    )
+    # A registered name, a run folder or a weights file; in Python also a Backbone in memory
+    # (its vectors then record no model to rebuild unless it came from a file).
+    model: str | Path | Backbone = field(
+        metadata=flag("backbone name, timm:<name>, run folder or weights file")
+    )
+    weights: str | Path | None = field(
+        default=None, metadata=flag("with a name: a weights file, or 'none' (random init)")
+    )
+    branch: str = field(
+        default="teacher",
+        metadata=flag("network of a run or full checkpoint to embed with", choices=BRANCHES),
+    )
+    preprocess: str | None = field(
+        default=None,
+        metadata=flag("preprocessing mode (default: the model's own, center-crop)", choices=MODES),
+    )
+    size: int | None = field(
+        default=None, metadata=flag("input size in pixels (default: the model's)")
+    )
+    feature: str = field(
+        default="cls",
+        metadata=flag(
+            "the vector: the CLS token, the patch tokens' mean, both, or the CLS tokens of the "
+            "last 4 blocks (%(default)s)",
+            choices=POOLINGS,
+        ),
+    )
+    normalize: bool = field(default=True, metadata=flag("keep raw vectors"))  # --no-normalize
+    patch_tokens: bool = field(
+        default=False, metadata=flag("also store patch tokens (.parquet only)")
+    )
+    batch_size: int = field(default=64, metadata=flag("images per forward (%(default)s)"))
+    workers: int | None = field(
+        default=None, metadata=flag("decoding processes (all cores but one)")
+    )
+    precision: str = field(
+        default="auto",
+        metadata=flag(
+            "autocast precision; vectors are float32 (auto: bf16 where the hardware has it)",
+            choices=sorted(PRECISIONS, key=lambda name: name != "auto"),
+        ),
+    )
+    device: str = field(default="auto", metadata=flag("auto | cpu | cuda | cuda:N"))
+    # None keeps the result in memory (Python only; the command writes a file).
+    out: str | Path | None = field(
+        default=None, metadata=flag("FILE.parquet, FILE.npy or FILE.csv", required=True)
+    )
+    overwrite: bool = field(
+        default=False, metadata=flag("replace an output made with other options")
+    )
+    chunk_rows: int = 2048  # rows per Parquet part written while running (memory stays flat)
+    progress: bool = field(
+        default=True, metadata=flag("log lines instead of a bar")
+    )  # --no-progress
 
     def __post_init__(self) -> None:
-        if not self.inputs:
-            raise ValueError("no inputs: pass image folders, list files or image files")
-        check_feature(self.feature)
-        if self.preprocess is not None and self.preprocess not in MODES:
-            raise ValueError(f"unknown preprocessing {self.preprocess!r}; choose one of {MODES}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
-        if self.batch_size < 1 or self.chunk_rows < 1:
-            raise ValueError("batch size and chunk rows must be >= 1")
-        if self.out is not None:
-            suffix = Path(self.out).suffix.lower()
-            if suffix not in FORMATS:
-                raise ValueError(
-                    f"{self.out}: unknown output format {suffix or '(no suffix)'!r}; "
-                    f"use one of {', '.join(FORMATS)}"
-                )
-            if self.patch_tokens and suffix != ".parquet":
-                raise ValueError(f"{self.out}: patch tokens are written to .parquet files only")
-        elif self.patch_tokens:
-            raise ValueError("patch tokens are written to a file: pass out=... .parquet")
+        check_choices(self)
+        if self.batch_size < 1 or self.chunk_rows < 1 or (self.workers or 0) < 0:
+            raise ValueError(
+                "batch_size and chunk_rows must be >= 1 and workers >= 0, got "
+                f"{self.batch_size}, {self.chunk_rows} and {self.workers}"
+            )
+        if self.out is not None and check_format(self.out) != ".parquet" and self.patch_tokens:
+            raise ValueError(f"{self.out}: patch tokens are written to .parquet files only")
 
 
 @dataclass

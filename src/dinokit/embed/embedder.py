@@ -1,17 +1,18 @@
-"""The :class:`Embedder`: a model, its preprocessing and a feature, turning image files into
-vectors.
+"""The :class:`Embedder`: the one way to run a backbone over batches of images.
 
 One object holds everything that decides what a vector means (the backbone and its weights,
-the preprocessing mode and size, the feature, normalisation), so embedding a query image
-"the same way" as a folder is ``Embedder.from_metadata(embeddings.metadata)``.
+the preprocessing mode and size, the pooling, normalisation), so embedding a query image
+"the same way" as a folder is ``Embedder.from_metadata(embeddings.metadata)``; the embed
+pipeline, search, serving and training's kNN monitor all run their images through it.
 Speed: a ``DataLoader`` with worker processes decodes (JPEG draft mode) while the model runs,
-pinned memory on CUDA, ``inference_mode`` and autocast in the resolved precision.
+pinned memory on CUDA, ``inference_mode`` and autocast in the resolved precision. Unreadable
+images are set aside with their reason; they never stop a run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +26,19 @@ from torch.utils.data import DataLoader
 
 from .._version import __version__
 from ..data import EvalTransform, Failed, ImageDataset, ImageRecord, Sample
-from ..data.preprocess import MODES
 from ..models import Backbone
 from ..runtime.device import resolve_device
+from ..runtime.machine import default_workers
 from ..runtime.precision import autocast_context, resolve_precision
-from .model_record import build_backbone, fingerprint, model_record, rebuild_backbone
-from .pooling import blocks_needed, check_feature, feature_dim, pool_features
-
-logger = logging.getLogger(__name__)
+from .config import EmbedConfig
+from .model_record import (
+    RecordedModelError,
+    build_backbone,
+    fingerprint,
+    model_record,
+    rebuild_backbone,
+)
+from .pooling import blocks_needed, pool_tokens, pooled_dim
 
 METADATA_VERSION = 1
 """Version of the embeddings metadata layout written by :meth:`Embedder.metadata`."""
@@ -95,91 +101,78 @@ def collate_by_shape(
 
 
 class Embedder:
-    """A backbone, its preprocessing and a feature choice: image files -> vectors.
+    """A backbone, its preprocessing and a pooling: images -> vectors.
 
     Args:
         model: A registered name, ``timm:<name>``, a run folder, a weights file (anything
-            :func:`dinokit.load` takes), or a :class:`~dinokit.models.Backbone` (then the
-            metadata can rebuild it only if its ``source`` is a file).
-        weights: With a name: ``None`` (official weights), ``"none"`` (seeded random
-            initialisation) or a weights file.
-        branch: ``teacher`` (default) or ``student`` for files holding both.
-        preprocess: ``center-crop``, ``resize``, ``letterbox`` or ``native`` (default: the
-            model's own mode).
-        size: Input size (default: the model's own).
-        feature: ``cls``, ``mean``, ``cls+mean`` or ``last4``.
-        normalize: L2-normalise the vectors.
-        patch_tokens: Also return each image's patch tokens (dense uses).
-        batch_size: Images per forward pass.
-        workers: ``DataLoader`` processes (0 decodes in this process).
-        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (autocast; vectors are float32).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``...
+            :func:`dinokit.load` takes), or a :class:`~dinokit.models.Backbone` in memory
+            (then the metadata can rebuild it only if its ``source`` is a file).
+        autocast: A mixed-precision context to run under instead of the one ``precision``
+            resolves to (a training run's own); vectors are float32 either way.
+        generator: Where the loader draws its workers' base seed (default: a private
+            generator). The global RNG is never drawn from, so a training run that embeds
+            images between steps stays reproducible.
+        **options: :class:`EmbedConfig` fields; those from ``weights`` to ``device`` make
+            the embedder (``workers``: ``None`` is all cores but one, 0 decodes in this
+            process), the others (``inputs``, ``out``...) are the run's and unused here.
+
+    Raises:
+        ValueError: An option outside its choices (see :class:`EmbedConfig`), or a size
+            that is not a multiple of the patch size.
     """
 
     def __init__(
         self,
         model: str | Path | Backbone,
         *,
-        weights: str | Path | None = None,
-        branch: str = "teacher",
-        preprocess: str | None = None,
-        size: int | None = None,
-        feature: str = "cls",
-        normalize: bool = True,
-        patch_tokens: bool = False,
-        batch_size: int = 64,
-        workers: int = 0,
-        precision: str = "auto",
-        device: str | torch.device = "auto",
+        autocast: contextlib.AbstractContextManager[Any] | None = None,
+        generator: torch.Generator | None = None,
+        **options: Any,
     ) -> None:
-        if branch not in ("teacher", "student"):
-            raise ValueError(f"branch must be teacher or student, got {branch!r}")
-        if preprocess is not None and preprocess not in MODES:
-            raise ValueError(f"unknown preprocessing {preprocess!r}; choose one of {MODES}")
-        if batch_size < 1 or workers < 0:
-            raise ValueError(f"batch size must be >= 1 and workers >= 0 ({batch_size}, {workers})")
-        self.feature = check_feature(feature)
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        config = EmbedConfig(model=model, **options)
+        self.device = resolve_device(config.device)
         if isinstance(model, Backbone):
-            self.backbone = model.eval().to(self.device)
+            self.backbone = model.to(self.device)
             # An in-memory model is recorded only when it came from a file.
             source = Path(model.source)
             spec: str | Path | None = source if source.is_file() else None
         else:
             self.backbone = build_backbone(
-                model, weights=weights, branch=branch, device=self.device
+                model, weights=config.weights, branch=config.branch, device=self.device
             )
             spec = model
-        self._record = model_record(spec, weights=weights, branch=branch, backbone=self.backbone)
-        self.branch = branch
-        self.normalize = normalize
-        self.patch_tokens = patch_tokens
-        self.batch_size = batch_size
-        self.workers = workers
-        self.transform = _transform_for(self.backbone, mode=preprocess, size=size)
+        self._record = model_record(
+            spec, weights=config.weights, branch=config.branch, backbone=self.backbone
+        )
         self._fingerprint: str | None = None
-        self._autocast = autocast_context(self.precision, self.device)
+        self.transform = transform_for(self.backbone, mode=config.preprocess, size=config.size)
+        self.precision = resolve_precision(config.precision, self.device)
+        self._autocast = autocast or autocast_context(self.precision, self.device)
+        self.generator = generator
+        self.feature = config.feature
+        self.branch = config.branch
+        self.normalize = config.normalize
+        self.patch_tokens = config.patch_tokens
+        self.batch_size = config.batch_size
+        self.workers = default_workers(cap=8) if config.workers is None else config.workers
 
     @classmethod
     def from_metadata(
-        cls,
-        metadata: dict[str, Any],
-        *,
-        batch_size: int = 64,
-        workers: int = 0,
-        precision: str = "auto",
-        device: str | torch.device = "auto",
+        cls, metadata: dict[str, Any], *, workers: int = 0, **options: Any
     ) -> Embedder:
         """The embedder that made a set of embeddings (``Embeddings.metadata``), offline.
+
+        Args:
+            metadata: The embeddings' metadata (model record, transform, feature...).
+            workers: Loader processes (0: a few query images decode in this process).
+            **options: ``batch_size``, ``precision``, ``device``, ``autocast``,
+                ``generator`` (as for :class:`Embedder`).
 
         Raises:
             RecordedModelError: The recorded model cannot be loaded, or its weights changed
                 since (fingerprint mismatch).
             ValueError: The metadata is not a dinokit embeddings recipe.
         """
-        from .model_record import RecordedModelError
-
         missing = [k for k in ("model", "transform", "feature", "normalize") if k not in metadata]
         if missing:
             raise ValueError(
@@ -187,20 +180,19 @@ class Embedder:
                 "re-embed the images with dinokit embed"
             )
         record = dict(metadata["model"])
-        self = cls.__new__(cls)
-        self.feature = check_feature(str(metadata["feature"]))
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        self.backbone = rebuild_backbone(record, device=self.device)
+        device = resolve_device(options.get("device", EmbedConfig.device))
+        self = cls(
+            rebuild_backbone(record, device=device),
+            feature=str(metadata["feature"]),
+            normalize=bool(metadata["normalize"]),
+            patch_tokens=bool(metadata.get("patch_tokens", False)),
+            branch=str(record.get("branch") or metadata.get("branch") or EmbedConfig.branch),
+            workers=workers,
+            **options,
+        )
+        # The recipe as recorded: the model's own record and every preprocessing setting.
         self._record = record
-        self.branch = str(record.get("branch") or metadata.get("branch") or "teacher")
-        self.normalize = bool(metadata["normalize"])
-        self.patch_tokens = bool(metadata.get("patch_tokens", False))
-        self.batch_size = batch_size
-        self.workers = workers
         self.transform = EvalTransform(**metadata["transform"])
-        self._fingerprint = None
-        self._autocast = autocast_context(self.precision, self.device)
         expected = metadata.get("fingerprint")
         if expected and expected != self.fingerprint:
             raise RecordedModelError(
@@ -212,7 +204,7 @@ class Embedder:
     @property
     def dim(self) -> int:
         """Vector width D."""
-        return feature_dim(self.feature, self.backbone.embed_dim)
+        return pooled_dim(self.feature, self.backbone.embed_dim)
 
     @property
     def fingerprint(self) -> str:
@@ -242,32 +234,36 @@ class Embedder:
         plain: dict[str, Any] = json.loads(json.dumps(recipe))
         return plain
 
-    def embed_files(self, paths: Sequence[str | Path]) -> tuple[NDArray[np.float32], list[Failed]]:
+    def embed_files(
+        self, paths: Sequence[str | Path] | Sequence[ImageRecord]
+    ) -> tuple[NDArray[np.float32], list[Failed]]:
         """Vectors of image files.
 
         Args:
-            paths: Image files (unreadable ones are reported, never raised).
+            paths: Image files or records (unreadable ones are reported, never raised).
 
         Returns:
             (n, D) float32 vectors of the n readable files, in input order, and the files
             that could not be read (``Failed.index`` is their position in ``paths``).
         """
-        vectors: list[NDArray[np.float32]] = []
-        order: list[NDArray[np.int64]] = []
-        failed: list[Failed] = []
-        for batch in self.iter_batches(paths):
-            vectors.append(batch.vectors)
-            order.append(batch.indices)
-            failed.extend(batch.failed)
-        if not vectors:
-            return np.zeros((0, self.dim), dtype=np.float32), failed
-        stacked = np.concatenate(vectors)
-        return stacked[np.argsort(np.concatenate(order), kind="stable")], failed
+        embedded = self.embed_all(paths)
+        return embedded.vectors, embedded.failed
+
+    def embed_all(self, images: Sequence[ImageRecord] | Sequence[str | Path]) -> EmbeddedBatch:
+        """Every readable image's vector, in input order, as one :class:`EmbeddedBatch`."""
+        batches = list(self.iter_batches(images))
+        if not batches:
+            return _empty_batch(self.dim, [])
+        return EmbeddedBatch(
+            indices=np.concatenate([b.indices for b in batches]),
+            vectors=np.concatenate([b.vectors for b in batches]),
+            failed=[f for b in batches for f in b.failed],
+        )
 
     def iter_batches(
         self, images: Sequence[ImageRecord] | Sequence[str | Path]
     ) -> Iterator[EmbeddedBatch]:
-        """Embed images batch by batch (the loader's order; memory stays flat).
+        """Embed images batch by batch, in input order (memory stays flat).
 
         Args:
             images: Records from :func:`~dinokit.data.list_images` or plain paths.
@@ -289,14 +285,13 @@ class Embedder:
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
             prefetch_factor=4 if workers else None,
+            generator=self.generator if self.generator is not None else torch.Generator(),
         )
-        self.backbone.eval()
-        with torch.inference_mode():
-            for groups, failed in loader:
-                yield self._embed_groups(groups, failed)
+        for groups, failed in loader:
+            yield self._embed_groups(groups, failed)
 
     def embed_tensor(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Vectors of a batch of preprocessed images.
+        """Vectors of a batch of preprocessed images (the backbone in eval mode meanwhile).
 
         Args:
             images: (B, 3, H, W) normalised images (H, W multiples of the patch size).
@@ -306,15 +301,23 @@ class Embedder:
             the embedder keeps them (else ``None``).
         """
         x = images.to(self.device, non_blocking=True)
-        with torch.inference_mode(), self._autocast:
-            features = self.backbone.forward_features(x, n_last_blocks=blocks_needed(self.feature))
-            vectors = pool_features(features, self.feature, normalize=self.normalize)
-        tokens = features.patch_tokens.float().cpu() if self.patch_tokens else None
-        return vectors.cpu(), tokens
+        was_training = self.backbone.training
+        try:
+            with torch.inference_mode(), self._autocast:
+                self.backbone.eval()
+                tokens = self.backbone.forward_features(
+                    x, n_last_blocks=blocks_needed(self.feature)
+                )
+                vectors = pool_tokens(tokens, self.feature, normalize=self.normalize)
+        finally:
+            self.backbone.train(was_training)
+        patches = tokens.patch_tokens.float().cpu() if self.patch_tokens else None
+        return vectors.cpu(), patches
 
     def _embed_groups(
         self, groups: list[tuple[Tensor, Tensor]], failed: list[Failed]
     ) -> EmbeddedBatch:
+        """One loader batch, its shape groups embedded and put back in input order."""
         indices: list[Tensor] = []
         vectors: list[Tensor] = []
         tokens: list[NDArray[np.float32]] = []
@@ -329,18 +332,31 @@ class Embedder:
                 tokens.extend(t.numpy() for t in patch)
                 grids.extend([grid] * len(patch))
         if not vectors:
-            empty = np.zeros((0, self.dim), dtype=np.float32)
-            return EmbeddedBatch(np.zeros(0, dtype=np.int64), empty, failed)
+            return _empty_batch(self.dim, failed)
+        positions = torch.cat(indices).numpy().astype(np.int64)
+        order = np.argsort(positions, kind="stable")
         return EmbeddedBatch(
-            indices=torch.cat(indices).numpy().astype(np.int64),
-            vectors=torch.cat(vectors).numpy(),
+            indices=positions[order],
+            vectors=torch.cat(vectors).numpy()[order],
             failed=failed,
-            patch_tokens=tokens if self.patch_tokens else None,
-            grids=grids if self.patch_tokens else None,
+            patch_tokens=[tokens[i] for i in order] if self.patch_tokens else None,
+            grids=[grids[i] for i in order] if self.patch_tokens else None,
         )
 
 
-def _transform_for(backbone: Backbone, *, mode: str | None, size: int | None) -> EvalTransform:
+def _empty_batch(dim: int, failed: list[Failed]) -> EmbeddedBatch:
+    empty = np.zeros((0, dim), dtype=np.float32)
+    return EmbeddedBatch(np.zeros(0, dtype=np.int64), empty, failed)
+
+
+def transform_for(
+    backbone: Backbone, *, mode: str | None = None, size: int | None = None
+) -> EvalTransform:
+    """The evaluation transform of a backbone's preprocessing, with another mode or size.
+
+    Raises:
+        ValueError: ``size`` is not a multiple of the patch size (except in ``native`` mode).
+    """
     pre = backbone.config.preprocessing
     mode = mode or pre.mode
     size = size or pre.size

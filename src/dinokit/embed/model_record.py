@@ -10,7 +10,6 @@ The fingerprint is a hash of the architecture and every weight, so a file that c
 from __future__ import annotations
 
 import hashlib
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,6 @@ import torch
 
 from ..models import Backbone, load
 from ..models.factory import NO_WEIGHTS
-
-logger = logging.getLogger(__name__)
 
 RANDOM_INIT_SEED = 0
 """Seed of the random initialisation of models built without weights."""

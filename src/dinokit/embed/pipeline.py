@@ -9,13 +9,13 @@ then rank 0 merges everything into the output and writes the skipped list next t
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..data import ImageRecord, list_images
+from ..embeddings import Embeddings, make_table
 from ..runtime.distributed import (
     ProcessInfo,
     all_gather_objects,
@@ -23,14 +23,10 @@ from ..runtime.distributed import (
     init_distributed,
     is_initialized,
 )
-from ..runtime.machine import default_workers
 from ._file_job import FileJob
-from ._inputs import embed_progress, failures, roots_of, shard
+from ._inputs import embed_shard, roots_of, shard
 from .config import EmbedConfig, EmbedSummary
 from .embedder import Embedder
-from .embeddings import Embeddings
-
-logger = logging.getLogger(__name__)
 
 
 def run_embed(config: EmbedConfig) -> tuple[EmbedSummary, Embeddings | None]:
@@ -46,24 +42,13 @@ def run_embed(config: EmbedConfig) -> tuple[EmbedSummary, Embeddings | None]:
             model, options or inputs and ``overwrite`` is false.
         FileNotFoundError, ValueError: Missing inputs, no images, bad options.
     """
+    if config.patch_tokens and config.out is None:
+        raise ValueError("patch tokens are written to a file: pass out=... .parquet")
     owns_group = not is_initialized()
     process = init_distributed(config.device)
     try:
         listing = list_images(config.inputs)
-        embedder = Embedder(
-            config.model,
-            weights=config.weights,
-            branch=config.branch,
-            preprocess=config.preprocess,
-            size=config.size,
-            feature=config.feature,
-            normalize=config.normalize,
-            patch_tokens=config.patch_tokens,
-            batch_size=config.batch_size,
-            workers=default_workers(cap=8) if config.workers is None else config.workers,
-            precision=config.precision,
-            device=process.device,
-        )
+        embedder = Embedder(**{**vars(config), "device": str(process.device)})
         listed_skips = [{"path": s.path, "reason": s.reason} for s in listing.skipped]
         if config.out is None:
             return _in_memory(embedder, listing.records, listed_skips, process, config)
@@ -74,28 +59,11 @@ def run_embed(config: EmbedConfig) -> tuple[EmbedSummary, Embeddings | None]:
             cleanup()
 
 
-def embed(
-    inputs: str | Path | list[str | Path],
-    *,
-    model: str | Path,
-    weights: str | Path | None = None,
-    branch: str = "teacher",
-    preprocess: str | None = None,
-    size: int | None = None,
-    feature: str = "cls",
-    normalize: bool = True,
-    patch_tokens: bool = False,
-    batch_size: int = 64,
-    workers: int | None = None,
-    precision: str = "auto",
-    device: str = "auto",
-    out: str | Path | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> Embeddings:
+def embed(inputs: str | Path | list[str | Path], **options: Any) -> Embeddings:
     """Embed every image of folders, list files or image files.
 
-    The Python face of ``dinokit embed`` (see :class:`EmbedConfig` for the options).
+    The Python face of ``dinokit embed``: ``options`` are :class:`EmbedConfig` fields
+    (``model`` is required; ``feature``, ``preprocess``, ``out``...).
 
     Returns:
         The embeddings: (N, D) float32 vectors (L2-normalised unless ``normalize=False``),
@@ -109,25 +77,7 @@ def embed(
         (1234, 384)
     """
     folders = [inputs] if isinstance(inputs, str | Path) else list(inputs)
-    config = EmbedConfig(
-        inputs=folders,
-        model=model,
-        weights=weights,
-        branch=branch,
-        preprocess=preprocess,
-        size=size,
-        feature=feature,
-        normalize=normalize,
-        patch_tokens=patch_tokens,
-        batch_size=batch_size,
-        workers=workers,
-        precision=precision,
-        device=device,
-        out=out,
-        overwrite=overwrite,
-        progress=progress,
-    )
-    summary, result = run_embed(config)
+    summary, result = run_embed(EmbedConfig(inputs=folders, **options))
     if result is not None:
         return result
     assert summary.out is not None
@@ -141,40 +91,18 @@ def _in_memory(
     process: ProcessInfo,
     config: EmbedConfig,
 ) -> tuple[EmbedSummary, Embeddings]:
-    mine = shard(records, process)
-    offset = process.rank * len(records) // process.world_size
-    indices: list[np.ndarray[Any, Any]] = []
-    vectors: list[np.ndarray[Any, Any]] = []
+    import pyarrow as pa
+
+    roots = roots_of(records)
     failed: list[dict[str, str]] = []
-    progress = embed_progress(len(mine), config, process)
-    try:
-        for batch in embedder.iter_batches(mine):
-            indices.append(batch.indices + offset)
-            vectors.append(batch.vectors)
-            failed.extend(failures(batch))
-            progress.update(len(batch.indices) + len(batch.failed))
-    finally:
-        progress.close()
     local = (
-        np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64),
-        np.concatenate(vectors) if vectors else np.zeros((0, embedder.dim), dtype=np.float32),
+        list(embed_shard(embedder, shard(records, process), roots, config, process, failed)),
         failed,
     )
     gathered = all_gather_objects(local)
-    order = np.concatenate([g[0] for g in gathered])
-    matrix = np.concatenate([g[1] for g in gathered])[np.argsort(order, kind="stable")]
-    order.sort()
-    skipped = listed_skips + [f for g in gathered for f in g[2]]
-    roots = roots_of(records)
-    root_index = {r: i for i, r in enumerate(roots)}
-    kept = [records[i] for i in order]
-    metadata = {**embedder.metadata(), "roots": roots, "skipped": skipped, "count": len(kept)}
-    result = Embeddings(
-        paths=[r.relpath for r in kept],
-        labels=[r.label for r in kept],
-        vectors=matrix,
-        metadata=metadata,
-        roots=np.asarray([root_index[str(r.root)] for r in kept], dtype=np.int16),
-    )
-    summary = EmbedSummary(None, len(kept), len(kept), 0, 0, skipped, None, False, metadata)
-    return summary, result
+    empty = make_table([], [], np.zeros((0, embedder.dim), dtype=np.float32), [])
+    table = pa.concat_tables([empty] + [t for tables, _ in gathered for t in tables])
+    skipped = listed_skips + [f for _, fails in gathered for f in fails]
+    metadata = {**embedder.metadata(), "roots": roots, "skipped": skipped, "count": len(table)}
+    summary = EmbedSummary(None, len(table), len(table), 0, 0, skipped, None, False, metadata)
+    return summary, Embeddings.from_table(table, metadata)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .._files import atomic_write
-from ..embed import Embeddings
+from ..embeddings import Embeddings
 from .index import (
     DEFAULT_EF_SEARCH,
     DEFAULT_NPROBE,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..embed import Embeddings
+from ..embeddings import Embeddings
 from .cache import index_for_file
 from .index import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, VectorIndex, build_index
 

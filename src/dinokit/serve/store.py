@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._files import atomic_path
-from ..embed._rows import make_table, schema, vectors_of
+from ..embeddings import make_table, schema, vectors_of
 
 logger = logging.getLogger(__name__)
 

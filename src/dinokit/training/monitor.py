@@ -16,8 +16,8 @@ import torch
 
 from ..data import list_images
 from ..dino import collapse_signature
+from ..embed import Embedder
 from ..evaluation import DEFAULT_K, knn_accuracy, quality_score
-from ..features import extract_features
 from ..models import Backbone
 
 logger = logging.getLogger(__name__)
@@ -73,25 +73,26 @@ class KnnMonitor:
         autocast: contextlib.AbstractContextManager[Any] | None = None,
     ) -> float:
         """Top-1 weighted kNN accuracy (fraction) of ``backbone`` features."""
-        kwargs: dict[str, Any] = {
-            "batch_size": self.batch_size,
-            "workers": self.workers,
-            "device": device,
-            "autocast": autocast,
-            "generator": self.generator,
-        }
-        train = extract_features(backbone, self.train, **kwargs)
-        val = extract_features(backbone, self.val, **kwargs)
+        embedder = Embedder(
+            backbone,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            device=str(device),
+            autocast=autocast,
+            generator=self.generator,
+        )
+        train, val = embedder.embed_all(self.train), embedder.embed_all(self.val)
+        train_features = torch.from_numpy(train.vectors)
         accuracy = knn_accuracy(
-            train.features,
-            self._labels(self.train, train.indices),
-            val.features,
-            self._labels(self.val, val.indices),
+            train_features,
+            self._labels(self.train, torch.from_numpy(train.indices)),
+            torch.from_numpy(val.vectors),
+            self._labels(self.val, torch.from_numpy(val.indices)),
             k=self.k,
             num_classes=len(self.class_index),
         )
-        if len(train.features) >= 2:
-            self.last_quality = quality_score(train.features).to_dict()
+        if len(train_features) >= 2:
+            self.last_quality = quality_score(train_features).to_dict()
             logger.info(
                 "teacher effective rank %.2f, uniformity %.3f (label-free)",
                 self.last_quality["effective_rank"],

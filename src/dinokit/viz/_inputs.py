@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from ..embed.embeddings import Embeddings
+from ..embeddings import Embeddings
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..embed.embeddings import Embeddings
+from ..embeddings import Embeddings
 from . import _report_html as h
 from ._inputs import Clusters, DuplicateGroup
 

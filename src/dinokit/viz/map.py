@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from .._files import atomic_write
 from ..data.io import ImageReadError
-from ..embed.embeddings import Embeddings
+from ..embeddings import Embeddings
 from ..runtime.machine import default_workers
 from ._inputs import (
     Clusters,

@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 
 from .._files import atomic_write, default_mode
 from .._version import __version__
-from ..embed.embeddings import Embeddings
+from ..embeddings import Embeddings
 from ..search._vectors import unit_rows
 from . import _report_html as h
 from ._inputs import (

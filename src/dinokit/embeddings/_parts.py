@@ -1,4 +1,4 @@
-"""The work folder of a running ``embed``: Parquet parts written as the run goes.
+"""The parts of an embeddings file being written: Parquet row tables saved as a run goes.
 
 Next to the output ``emb.parquet`` lives ``.emb.parquet.parts/`` with ``state.json`` (the
 recipe and input roots of the run) and parts named ``<attempt>-<rank>-<seq>.parquet``, each
@@ -10,16 +10,14 @@ once the parts are merged into the output.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .._files import atomic_write
-
-logger = logging.getLogger(__name__)
 
 _PART = re.compile(r"^(\d{3})-(\d{3})-(\d{6})\.parquet$")
 
@@ -70,9 +68,19 @@ class WorkDir:
         attempts = [int(m.group(1)) for p in self.parts() if (m := _PART.match(p.name))]
         return max(attempts, default=0) + 1
 
-    def part_path(self, attempt: int, rank: int, seq: int) -> Path:
-        """Where part ``seq`` of ``rank`` in ``attempt`` goes."""
-        return self.path / f"{attempt:03d}-{rank:03d}-{seq:06d}.parquet"
+    def write_part(self, attempt: int, rank: int, seq: int, table: Any) -> Path:
+        """Part ``seq`` of ``rank`` in ``attempt``: a row table (see :mod:`._tables`)."""
+        import pyarrow.parquet as pq
+
+        path = self.path / f"{attempt:03d}-{rank:03d}-{seq:06d}.parquet"
+        return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+    def part_tables(self, columns: list[str] | None = None) -> Iterator[Any]:
+        """The row tables of every part, in merge order (only ``columns`` when given)."""
+        import pyarrow.parquet as pq
+
+        for part in self.parts():
+            yield pq.read_table(part, columns=columns)
 
     def write_skipped(self, attempt: int, rank: int, skipped: list[dict[str, str]]) -> None:
         """The unreadable images of one rank (merged by :meth:`read_skipped`)."""

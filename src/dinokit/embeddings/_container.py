@@ -1,24 +1,8 @@
-"""The embeddings container and its file formats.
-
-An :class:`Embeddings` holds one L2-normalised (unless asked otherwise) vector per image,
-the image's path relative to its input root, its label (the first-level subfolder of a
-labelled folder, else ``None``) and the metadata needed to embed a new image the same way
-(model record, preprocessing, feature, branch, normalisation).
-
-Files:
-- Parquet (the main format): columns ``path`` (string), ``label`` (string, null when
-  unlabelled), ``embedding`` (fixed-size list of float32) and ``root`` (int16 index into
-  ``metadata["roots"]``); the metadata is JSON under the schema key ``dinokit``.
-- ``.npy``: the (N, D) float32 matrix, with a ``<name>.paths.tsv`` sidecar
-  (``path<TAB>label<TAB>root``) and a ``<name>.meta.json`` sidecar.
-- ``.csv``: lightly's layout ``filenames,embedding_0,...,embedding_{D-1},labels``; labels
-  are integer class indices there (the class names go to ``<name>.meta.json``).
-"""
+"""The embeddings container: one vector per image with its path, label and recipe (its
+files are those of :mod:`._formats`)."""
 
 from __future__ import annotations
 
-import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,17 +10,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-logger = logging.getLogger(__name__)
-
-METADATA_KEY = b"dinokit"
-"""Schema metadata key of a dinokit Parquet embeddings file."""
-
-FORMATS: tuple[str, ...] = (".parquet", ".npy", ".csv")
-"""File suffixes :meth:`Embeddings.save` and :meth:`Embeddings.load` understand."""
-
-
-class EmbeddingsFileError(ValueError):
-    """An embeddings file that cannot be read, with the file and what to do."""
+from ._formats import check_format, read_metadata, read_tables, write_tables
+from ._tables import make_table, vectors_of
 
 
 @dataclass
@@ -138,21 +113,40 @@ class Embeddings:
             FileNotFoundError: The file does not exist.
             EmbeddingsFileError: The file is not an embeddings file this version reads.
         """
-        from . import _formats
+        path = Path(path)
+        table = next(read_tables(path))
+        metadata = read_metadata(path) or {}
+        metadata.pop("classes", None)  # lightly's CSV: already turned back into labels
+        return cls.from_table(table, metadata)
 
-        return _formats.read(Path(path))
+    @classmethod
+    def from_table(cls, table: Any, metadata: dict[str, Any]) -> Embeddings:
+        """The rows of a row table (see :func:`~dinokit.embeddings.make_table`)."""
+        return cls(
+            paths=table.column("path").to_pylist(),
+            labels=table.column("label").to_pylist(),
+            vectors=vectors_of(table),
+            metadata=metadata,
+            roots=table.column("root").to_numpy(),
+        )
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write to ``.parquet``, ``.npy`` (+ sidecars) or lightly's ``.csv``, atomically.
 
         Raises:
             FileExistsError: The file exists and ``overwrite`` is false.
+            EmbeddingsFileError: An unknown format (nothing is written).
         """
-        from . import _formats
-
-        return _formats.write(self, Path(path), overwrite=overwrite)
-
-
-def metadata_json(metadata: dict[str, Any]) -> bytes:
-    """Metadata as compact UTF-8 JSON (sorted keys, so equal metadata gives equal bytes)."""
-    return json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()
+        path = Path(path)
+        check_format(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path}: already exists; pass --overwrite to replace it")
+        assert self.roots is not None
+        write_tables(
+            path,
+            [make_table(self.paths, self.labels, self.vectors, self.roots)],
+            total=len(self),
+            metadata={**self.metadata, "dim": self.dim},
+            classes=sorted({label for label in self.labels if label is not None}),
+        )
+        return path
