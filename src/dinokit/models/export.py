@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -236,6 +238,37 @@ def export(
         FileExistsError: ``out`` exists and ``overwrite`` is off.
         ValueError: unknown format or branch, or a branch the file does not hold.
     """
+    out = _check_destination(out, format=format, branch=branch, size=size, overwrite=overwrite)
+    source = _open_source(model, weights=weights, branch=branch)
+    _WRITERS[format](source, out, size)
+    logger.info("exported %s (%s format) to %s", source.backbone.config.name, format, out)
+    return out
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The model to export, opened.
+
+    Attributes:
+        backbone: The model, in eval mode.
+        weights_file: The file it was read from (None for a registered name built without
+            weights).
+        branch: The branch the file holds, else the one asked for (None when neither).
+    """
+
+    backbone: Backbone
+    weights_file: WeightsFile | None
+    branch: str | None
+
+    def provenance(self) -> dict[str, Any]:
+        """Where the model came from, carried over from the file it was read from."""
+        return _provenance(self.weights_file, self.backbone)
+
+
+def _check_destination(
+    out: str | Path, *, format: str, branch: str | None, size: int | None, overwrite: bool
+) -> Path:
+    """The destination path, once the format, branch, size and destination are known good."""
     if format not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of {EXPORT_FORMATS}")
     if branch is not None and branch not in BRANCHES:
@@ -250,6 +283,11 @@ def export(
         raise IsADirectoryError(f"{out} is a folder: give a file name for the export")
     if out.is_file() and format == "transformers":
         raise FileExistsError(f"{out} is a file: the transformers format writes a folder")
+    return out
+
+
+def _open_source(model: str | Path, *, weights: str | Path | None, branch: str | None) -> _Source:
+    """Open the model; a file holding the other branch than ``branch`` is refused."""
     opened = open_model(model, weights=weights, branch=branch or "teacher")
     backbone, weights_file = opened.backbone.eval(), opened.weights_file
     held = weights_file.branch if weights_file is not None else None
@@ -258,49 +296,63 @@ def export(
             f"{weights_file.path if weights_file else model} holds the {held} branch only; "
             f"pick the {branch} file (or the run folder) instead"
         )
-    if format == "dinokit":
-        save_backbone(
-            backbone,
-            out,
-            branch=held or branch,
-            provenance=_provenance(weights_file, backbone),
-        )
-    elif format == "timm":
-        save_timm(backbone, out)
-        name = timm_model_name(backbone.config)
-        if name is not None and backbone.config.family == "dinov3":
-            logger.info(
-                "load it with timm.create_model(%r, pretrained=True, "
-                "pretrained_cfg_overlay=dict(file=%r), global_pool='token'%s)",
-                name,
-                str(out),
-                "" if name.endswith("_qkvb") else ", qkv_bias=True",
-            )
-        elif name is not None:
-            logger.info(
-                "load it with timm.create_model(%r, pretrained=True, "
-                "pretrained_cfg_overlay=dict(file=%r)); add dynamic_img_size=True for "
-                "inputs other than %d px",
-                name,
-                str(out),
-                backbone.config.pos_embed_size,
-            )
-    elif format == "transformers":
-        from .hf_format import hf_model_type, save_transformers
+    return _Source(backbone, weights_file, held or branch)
 
-        metadata = backbone_metadata(
-            backbone, branch=held or branch, provenance=_provenance(weights_file, backbone)
-        )
-        save_transformers(backbone, out, metadata=metadata)
-        vit = hf_model_type(backbone.config) == "vit"  # its default pooler is no part of DINO
+
+def _write_dinokit(source: _Source, out: Path, size: int | None) -> None:
+    save_backbone(source.backbone, out, branch=source.branch, provenance=source.provenance())
+
+
+def _write_timm(source: _Source, out: Path, size: int | None) -> None:
+    """The bare state dict, and how timm loads it (logged)."""
+    config = source.backbone.config
+    save_timm(source.backbone, out)
+    name = timm_model_name(config)
+    if name is not None and config.family == "dinov3":
         logger.info(
-            "load it with transformers.AutoModel.from_pretrained(%r%s)",
+            "load it with timm.create_model(%r, pretrained=True, "
+            "pretrained_cfg_overlay=dict(file=%r), global_pool='token'%s)",
+            name,
             str(out),
-            ", add_pooling_layer=False" if vit else "",
+            "" if name.endswith("_qkvb") else ", qkv_bias=True",
         )
-    else:
-        from .onnx_export import export_onnx
+    elif name is not None:
+        logger.info(
+            "load it with timm.create_model(%r, pretrained=True, "
+            "pretrained_cfg_overlay=dict(file=%r)); add dynamic_img_size=True for "
+            "inputs other than %d px",
+            name,
+            str(out),
+            config.pos_embed_size,
+        )
 
-        export_onnx(backbone, out, size=size)
-    logger.info("exported %s (%s format) to %s", backbone.config.name, format, out)
-    return out
+
+def _write_transformers(source: _Source, out: Path, size: int | None) -> None:
+    """The ``transformers`` folder, and how transformers loads it (logged)."""
+    from .hf_format import hf_model_type, save_transformers
+
+    metadata = backbone_metadata(
+        source.backbone, branch=source.branch, provenance=source.provenance()
+    )
+    save_transformers(source.backbone, out, metadata=metadata)
+    vit = hf_model_type(source.backbone.config) == "vit"  # its default pooler is no part of DINO
+    logger.info(
+        "load it with transformers.AutoModel.from_pretrained(%r%s)",
+        str(out),
+        ", add_pooling_layer=False" if vit else "",
+    )
+
+
+def _write_onnx(source: _Source, out: Path, size: int | None) -> None:
+    from .onnx_export import export_onnx
+
+    export_onnx(source.backbone, out, size=size)
+
+
+_WRITERS: dict[str, Callable[[_Source, Path, int | None], None]] = {
+    "dinokit": _write_dinokit,
+    "timm": _write_timm,
+    "onnx": _write_onnx,
+    "transformers": _write_transformers,
+}
+"""The writer of each of :data:`EXPORT_FORMATS`."""
