@@ -155,30 +155,6 @@ def save_timm(backbone: Backbone, path: str | Path) -> Path:
     )
 
 
-def _provenance(weights_file: WeightsFile | None, backbone: Backbone) -> dict[str, Any]:
-    """Where an exported model came from, carried over from the file it was read from."""
-    if weights_file is None:
-        return {"base_weights": backbone.source}
-    meta = weights_file.metadata
-    path = str(weights_file.path.resolve())
-    if weights_file.layout == "dinokit-export":
-        earlier = meta.get("provenance")
-        facts = dict(earlier) if isinstance(earlier, dict) else {}
-        facts.pop("source", None)
-        facts.pop("created", None)
-        return {**facts, "exported_from": path}
-    if weights_file.layout == "dinokit-checkpoint":
-        return {
-            "base_weights": meta.get("base_weights"),
-            "run": str(weights_file.path.resolve().parent.parent),
-            "exported_from": path,
-        }
-    read: dict[str, Any] = {"base_weights": path}
-    if meta.get("epoch") is not None:
-        read["epochs"] = meta["epoch"]
-    return read
-
-
 _SUFFIXES = {
     "dinokit": (".safetensors",),
     "timm": (".safetensors", *_TORCH_SUFFIXES),
@@ -188,7 +164,7 @@ _SUFFIXES = {
 
 def _check_suffix(out: Path, format: str) -> None:
     if format == "transformers":  # a folder
-        if out.suffix in (".safetensors", ".pth", ".pt", ".bin", ".onnx"):
+        if any(out.suffix in suffixes for suffixes in _SUFFIXES.values()):
             raise ValueError(
                 f"{out}: the transformers format is a folder (config.json, model.safetensors); "
                 "give a folder name"
@@ -262,7 +238,27 @@ class _Source:
 
     def provenance(self) -> dict[str, Any]:
         """Where the model came from, carried over from the file it was read from."""
-        return _provenance(self.weights_file, self.backbone)
+        weights_file = self.weights_file
+        if weights_file is None:
+            return {"base_weights": self.backbone.source}
+        meta = weights_file.metadata
+        path = str(weights_file.path.resolve())
+        if weights_file.layout == "dinokit-export":
+            earlier = meta.get("provenance")
+            facts = dict(earlier) if isinstance(earlier, dict) else {}
+            facts.pop("source", None)
+            facts.pop("created", None)
+            return {**facts, "exported_from": path}
+        if weights_file.layout == "dinokit-checkpoint":
+            return {
+                "base_weights": meta.get("base_weights"),
+                "run": str(weights_file.path.resolve().parent.parent),
+                "exported_from": path,
+            }
+        read: dict[str, Any] = {"base_weights": path}
+        if meta.get("epoch") is not None:
+            read["epochs"] = meta["epoch"]
+        return read
 
 
 def _check_destination(
