@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -153,30 +155,6 @@ def save_timm(backbone: Backbone, path: str | Path) -> Path:
     )
 
 
-def _provenance(weights_file: WeightsFile | None, backbone: Backbone) -> dict[str, Any]:
-    """Where an exported model came from, carried over from the file it was read from."""
-    if weights_file is None:
-        return {"base_weights": backbone.source}
-    meta = weights_file.metadata
-    path = str(weights_file.path.resolve())
-    if weights_file.layout == "dinokit-export":
-        earlier = meta.get("provenance")
-        facts = dict(earlier) if isinstance(earlier, dict) else {}
-        facts.pop("source", None)
-        facts.pop("created", None)
-        return {**facts, "exported_from": path}
-    if weights_file.layout == "dinokit-checkpoint":
-        return {
-            "base_weights": meta.get("base_weights"),
-            "run": str(weights_file.path.resolve().parent.parent),
-            "exported_from": path,
-        }
-    read: dict[str, Any] = {"base_weights": path}
-    if meta.get("epoch") is not None:
-        read["epochs"] = meta["epoch"]
-    return read
-
-
 _SUFFIXES = {
     "dinokit": (".safetensors",),
     "timm": (".safetensors", *_TORCH_SUFFIXES),
@@ -186,7 +164,7 @@ _SUFFIXES = {
 
 def _check_suffix(out: Path, format: str) -> None:
     if format == "transformers":  # a folder
-        if out.suffix in (".safetensors", ".pth", ".pt", ".bin", ".onnx"):
+        if any(out.suffix in suffixes for suffixes in _SUFFIXES.values()):
             raise ValueError(
                 f"{out}: the transformers format is a folder (config.json, model.safetensors); "
                 "give a folder name"
@@ -236,6 +214,57 @@ def export(
         FileExistsError: ``out`` exists and ``overwrite`` is off.
         ValueError: unknown format or branch, or a branch the file does not hold.
     """
+    out = _check_destination(out, format=format, branch=branch, size=size, overwrite=overwrite)
+    source = _open_source(model, weights=weights, branch=branch)
+    _WRITERS[format](source, out, size)
+    logger.info("exported %s (%s format) to %s", source.backbone.config.name, format, out)
+    return out
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The model to export, opened.
+
+    Attributes:
+        backbone: The model, in eval mode.
+        weights_file: The file it was read from (None for a registered name built without
+            weights).
+        branch: The branch the file holds, else the one asked for (None when neither).
+    """
+
+    backbone: Backbone
+    weights_file: WeightsFile | None
+    branch: str | None
+
+    def provenance(self) -> dict[str, Any]:
+        """Where the model came from, carried over from the file it was read from."""
+        weights_file = self.weights_file
+        if weights_file is None:
+            return {"base_weights": self.backbone.source}
+        meta = weights_file.metadata
+        path = str(weights_file.path.resolve())
+        if weights_file.layout == "dinokit-export":
+            earlier = meta.get("provenance")
+            facts = dict(earlier) if isinstance(earlier, dict) else {}
+            facts.pop("source", None)
+            facts.pop("created", None)
+            return {**facts, "exported_from": path}
+        if weights_file.layout == "dinokit-checkpoint":
+            return {
+                "base_weights": meta.get("base_weights"),
+                "run": str(weights_file.path.resolve().parent.parent),
+                "exported_from": path,
+            }
+        read: dict[str, Any] = {"base_weights": path}
+        if meta.get("epoch") is not None:
+            read["epochs"] = meta["epoch"]
+        return read
+
+
+def _check_destination(
+    out: str | Path, *, format: str, branch: str | None, size: int | None, overwrite: bool
+) -> Path:
+    """The destination path, once the format, branch, size and destination are known good."""
     if format not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of {EXPORT_FORMATS}")
     if branch is not None and branch not in BRANCHES:
@@ -250,6 +279,11 @@ def export(
         raise IsADirectoryError(f"{out} is a folder: give a file name for the export")
     if out.is_file() and format == "transformers":
         raise FileExistsError(f"{out} is a file: the transformers format writes a folder")
+    return out
+
+
+def _open_source(model: str | Path, *, weights: str | Path | None, branch: str | None) -> _Source:
+    """Open the model; a file holding the other branch than ``branch`` is refused."""
     opened = open_model(model, weights=weights, branch=branch or "teacher")
     backbone, weights_file = opened.backbone.eval(), opened.weights_file
     held = weights_file.branch if weights_file is not None else None
@@ -258,49 +292,63 @@ def export(
             f"{weights_file.path if weights_file else model} holds the {held} branch only; "
             f"pick the {branch} file (or the run folder) instead"
         )
-    if format == "dinokit":
-        save_backbone(
-            backbone,
-            out,
-            branch=held or branch,
-            provenance=_provenance(weights_file, backbone),
-        )
-    elif format == "timm":
-        save_timm(backbone, out)
-        name = timm_model_name(backbone.config)
-        if name is not None and backbone.config.family == "dinov3":
-            logger.info(
-                "load it with timm.create_model(%r, pretrained=True, "
-                "pretrained_cfg_overlay=dict(file=%r), global_pool='token'%s)",
-                name,
-                str(out),
-                "" if name.endswith("_qkvb") else ", qkv_bias=True",
-            )
-        elif name is not None:
-            logger.info(
-                "load it with timm.create_model(%r, pretrained=True, "
-                "pretrained_cfg_overlay=dict(file=%r)); add dynamic_img_size=True for "
-                "inputs other than %d px",
-                name,
-                str(out),
-                backbone.config.pos_embed_size,
-            )
-    elif format == "transformers":
-        from .hf_format import hf_model_type, save_transformers
+    return _Source(backbone, weights_file, held or branch)
 
-        metadata = backbone_metadata(
-            backbone, branch=held or branch, provenance=_provenance(weights_file, backbone)
-        )
-        save_transformers(backbone, out, metadata=metadata)
-        vit = hf_model_type(backbone.config) == "vit"  # its default pooler is no part of DINO
+
+def _write_dinokit(source: _Source, out: Path, size: int | None) -> None:
+    save_backbone(source.backbone, out, branch=source.branch, provenance=source.provenance())
+
+
+def _write_timm(source: _Source, out: Path, size: int | None) -> None:
+    """The bare state dict, and how timm loads it (logged)."""
+    config = source.backbone.config
+    save_timm(source.backbone, out)
+    name = timm_model_name(config)
+    if name is not None and config.family == "dinov3":
         logger.info(
-            "load it with transformers.AutoModel.from_pretrained(%r%s)",
+            "load it with timm.create_model(%r, pretrained=True, "
+            "pretrained_cfg_overlay=dict(file=%r), global_pool='token'%s)",
+            name,
             str(out),
-            ", add_pooling_layer=False" if vit else "",
+            "" if name.endswith("_qkvb") else ", qkv_bias=True",
         )
-    else:
-        from .onnx_export import export_onnx
+    elif name is not None:
+        logger.info(
+            "load it with timm.create_model(%r, pretrained=True, "
+            "pretrained_cfg_overlay=dict(file=%r)); add dynamic_img_size=True for "
+            "inputs other than %d px",
+            name,
+            str(out),
+            config.pos_embed_size,
+        )
 
-        export_onnx(backbone, out, size=size)
-    logger.info("exported %s (%s format) to %s", backbone.config.name, format, out)
-    return out
+
+def _write_transformers(source: _Source, out: Path, size: int | None) -> None:
+    """The ``transformers`` folder, and how transformers loads it (logged)."""
+    from .hf_format import hf_model_type, save_transformers
+
+    metadata = backbone_metadata(
+        source.backbone, branch=source.branch, provenance=source.provenance()
+    )
+    save_transformers(source.backbone, out, metadata=metadata)
+    vit = hf_model_type(source.backbone.config) == "vit"  # its default pooler is no part of DINO
+    logger.info(
+        "load it with transformers.AutoModel.from_pretrained(%r%s)",
+        str(out),
+        ", add_pooling_layer=False" if vit else "",
+    )
+
+
+def _write_onnx(source: _Source, out: Path, size: int | None) -> None:
+    from .onnx_export import export_onnx
+
+    export_onnx(source.backbone, out, size=size)
+
+
+_WRITERS: dict[str, Callable[[_Source, Path, int | None], None]] = {
+    "dinokit": _write_dinokit,
+    "timm": _write_timm,
+    "onnx": _write_onnx,
+    "transformers": _write_transformers,
+}
+"""The writer of each of :data:`EXPORT_FORMATS`."""

@@ -56,9 +56,7 @@ def create_app(config: ServeConfig | SearchService) -> Any:
     from .service import SearchService
 
     service = config if isinstance(config, SearchService) else SearchService(config)
-    app = build_app(service)
-    app.state.service = service
-    return app
+    return build_app(service)
 
 
 def serve(config: ServeConfig) -> None:
