@@ -34,7 +34,7 @@ from PIL import Image
 from .._progress import ProgressBar
 from ..data import ImageReadError, open_image
 from ..embed import Embedder, Embeddings
-from ..search._vectors import chunks, unit_rows
+from ..search.vectors import chunks, unit_rows
 from .copies import COPY_KINDS, CopyKind, make_copy
 from .nearest import most_similar_others
 
