@@ -226,7 +226,8 @@ def contact_sheet(files: list[Path], title: str, *, columns: int = SHEET_COLUMNS
     """
     from PIL import Image, ImageDraw
 
-    from .data import ImageReadError, open_image
+    from .data import ImageReadError
+    from .data.thumbnails import thumbnail_image
 
     cols = max(1, min(columns, len(files)))
     rows = max(1, math.ceil(len(files) / cols))
@@ -242,8 +243,7 @@ def contact_sheet(files: list[Path], title: str, *, columns: int = SHEET_COLUMNS
         x = pad + (i % cols) * (THUMBNAIL + pad)
         y = header + (i // cols) * (THUMBNAIL + pad)
         try:
-            image = open_image(path, draft_size=THUMBNAIL)
-            image.thumbnail((THUMBNAIL, THUMBNAIL))
+            image = thumbnail_image(path, THUMBNAIL)
         except ImageReadError:
             draw.rectangle((x, y, x + THUMBNAIL - 1, y + THUMBNAIL - 1), fill=(200, 200, 200))
             continue

@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from .._files import atomic_write
 from ..data.io import ImageReadError
+from ..data.thumbnails import default_workers, thumbnail_image
 from ..embed.embeddings import Embeddings
 from ._inputs import (
     Clusters,
@@ -32,7 +33,6 @@ from ._inputs import (
     read_clusters,
 )
 from ._map_figure import LegendEntry, color_groups, draw_map, spread_sample
-from ._thumbs import default_workers, thumbnail_image
 
 logger = logging.getLogger(__name__)
 

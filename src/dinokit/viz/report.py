@@ -27,6 +27,7 @@ from urllib.parse import quote
 import numpy as np
 
 from .._files import atomic_write, default_mode
+from ..data.thumbnails import stream_thumbnails
 from ..embed.embeddings import Embeddings
 from ..search.vectors import neighbours
 from . import _report_html as h
@@ -38,7 +39,6 @@ from ._inputs import (
     read_clusters,
     read_duplicate_groups,
 )
-from ._thumbs import stream_thumbnails
 from .map import METHOD_NAMES, Method, plot_map
 
 logger = logging.getLogger(__name__)
