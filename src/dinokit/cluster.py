@@ -24,8 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from ._callable import make_callable
 from .embed import Embeddings
-from .search._callable import make_callable
 from .search.index import import_faiss
 from .search.vectors import neighbours, unit_rows
 

@@ -14,7 +14,6 @@ one for the model and images of a given collection.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections import defaultdict
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .._files import file_sha256
 from .._progress import ProgressBar
 from ..embed import Embeddings
 from ..search.index import build_index
@@ -163,15 +163,6 @@ def _similar_pairs(
         first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
         a, b, s = a[first], b[first], s[first]
     return a, b, s
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read 1 MiB at a time."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def file_hashes(files: list[Path], *, progress: bool = True) -> dict[int, str]:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from .._files import file_sha256
 from ..search.vectors import neighbours
-from .groups import file_sha256
 
 FIRST_NEIGHBOURS = 8
 """Neighbours fetched first per query (more only when they are all excluded)."""

@@ -1,6 +1,6 @@
 """Nearest-neighbour search over embeddings: exact, or with FAISS (cosine similarity)."""
 
-from ._callable import make_callable
+from .._callable import make_callable
 from .cache import index_for_file
 from .index import KINDS, VectorIndex, build_index, recall_at_k
 from .query import Neighbour, SearchResult, embed_query_images, neighbours_of, search

@@ -107,48 +107,20 @@ def neighbours(
 
 
 def top_k(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """The ``k`` largest entries of each row, best first, equal values in column order.
-
-    Args:
-        scores: (B, N) scores (no NaN).
-        k: Entries per row, ``1 <= k <= N``.
-
-    Returns:
-        (B, k) values and (B, k) int64 columns.
-    """
-    n_rows = scores.shape[0]
-    if k == 1:  # argmax keeps the first of equal maxima
-        best = np.argmax(scores, axis=1)[:, None]
-        return np.take_along_axis(scores, best, 1), best.astype(np.int64)
-    rows, cols = _candidates(scores, k)
+    """The ``k`` largest entries of each row of (B, N) ``scores`` (no NaN, ``k <= N``), best
+    first, equal values in column order: (B, k) values and (B, k) int64 columns."""
+    if k < scores.shape[1]:  # torch selects several times faster than np.argpartition
+        top = torch.topk(torch.from_numpy(scores), k, dim=1, sorted=False)
+        kth = top.values.amin(dim=1, keepdim=True).numpy()
+    else:
+        kth = np.full((len(scores), 1), -np.inf, dtype=np.float32)
+    # Every entry at least the k-th largest: k per row, more where the k-th is tied.
+    rows, cols = np.nonzero(scores >= kth)
     values = scores[rows, cols]
     order = np.lexsort((cols, -values, rows))  # by row, then best first, then column
-    starts = np.searchsorted(rows[order], np.arange(n_rows))
+    starts = np.searchsorted(rows, np.arange(len(scores)))
     picked = order[starts[:, None] + np.arange(k)]
-    return values[picked], cols[picked]
-
-
-def _candidates(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """``(rows, cols)`` of every entry at least its row's k-th largest: k per row, more
-    where the k-th largest is tied (then every tied entry is a candidate)."""
-    n_rows, n = scores.shape
-    if k >= n:
-        rows, cols = np.divmod(np.arange(n_rows * n, dtype=np.int64), n)
-        return rows, cols
-    # torch's top-k selects several times faster than numpy's argpartition; it may break
-    # a tie at the k-th place either way, so those rows are redone below in column order.
-    top = torch.topk(torch.from_numpy(scores), k + 1, dim=1)
-    values, columns = top.values.numpy(), top.indices.numpy()
-    tied = values[:, k] == values[:, k - 1]
-    clear = np.flatnonzero(~tied)
-    rows_of = [np.repeat(clear, k)]
-    cols_of = [columns[clear, :k].ravel().astype(np.int64)]
-    if tied.any():
-        redo = np.flatnonzero(tied)
-        r, c = np.nonzero(scores[redo] >= values[redo, k - 1 : k])
-        rows_of.append(redo[r])
-        cols_of.append(c.astype(np.int64))
-    return np.concatenate(rows_of), np.concatenate(cols_of)
+    return values[picked], cols[picked].astype(np.int64)
 
 
 def drop_excluded(
