@@ -27,7 +27,7 @@ from PIL import Image
 from ._callable import make_callable
 from .embed import Embeddings
 from .search.index import import_faiss
-from .search.vectors import neighbours, unit_rows
+from .search.vectors import neighbours, sample_rows, unit_rows
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +100,8 @@ def kmeans_plus_plus(
 
 def _train(x: NDArray[np.float32], k: int, *, seed: int, iterations: int) -> NDArray[np.float32]:
     faiss = import_faiss()
-    n, dim = x.shape
     kmeans = faiss.Kmeans(
-        dim,
+        x.shape[1],
         k,
         niter=iterations,
         seed=seed,
@@ -110,11 +109,8 @@ def _train(x: NDArray[np.float32], k: int, *, seed: int, iterations: int) -> NDA
         max_points_per_centroid=MAX_POINTS_PER_CENTROID,
         verbose=False,
     )
-    sample = x
-    limit = k * MAX_POINTS_PER_CENTROID
-    if n > limit:  # sample ourselves (seeded) instead of FAISS copying all N points
-        rows = np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
-        sample = x[rows]
+    # Sampled here (seeded) instead of FAISS copying all N points.
+    sample = sample_rows(x, k * MAX_POINTS_PER_CENTROID, seed)
     kmeans.train(sample, init_centroids=kmeans_plus_plus(sample, k, seed=seed))
     return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
 
@@ -150,10 +146,7 @@ def suggest_k(
     n = x.shape[0]
     if n < 3:
         raise ValueError(f"k='auto' needs at least 3 images, got {n}")
-    sample = x
-    if n > AUTO_SAMPLE:
-        rows = np.sort(np.random.default_rng(seed).choice(n, size=AUTO_SAMPLE, replace=False))
-        sample = x[rows]
+    sample = sample_rows(x, AUTO_SAMPLE, seed)
     scores: dict[int, float] = {}
     for k in candidate_ks(sample.shape[0]):
         centroids = _train(sample, k, seed=seed, iterations=iterations)

@@ -34,6 +34,7 @@ from PIL import Image
 from .._progress import ProgressBar
 from ..data import ImageReadError, open_image
 from ..embed import Embedder, Embeddings
+from ..search.query import recorded_embedder
 from ..search.vectors import chunks, unit_rows
 from .copies import COPY_KINDS, CopyKind, make_copy
 from .nearest import most_similar_others
@@ -235,7 +236,8 @@ def calibrate_threshold(
     emb = embeddings if isinstance(embeddings, Embeddings) else Embeddings.load(embeddings)
     if len(emb) < 2:
         raise ValueError(f"calibration needs at least 2 images, the embeddings have {len(emb)}")
-    embedder = _recorded_embedder(emb, batch_size=batch_size, precision=precision, device=device)
+    embedder = recorded_embedder(emb, batch_size=batch_size, precision=precision, device=device)
+    embedder.patch_tokens = False
     x = unit_rows(emb.vectors)
     drawn = _copy_scores(emb, embedder, x, sample=sample, seed=seed, kinds=kinds, progress=progress)
     rows, scores, missing, unreadable = drawn
@@ -255,22 +257,6 @@ def calibrate_threshold(
         "copies and distinct images separate" if calibration.separable else "not separable",
     )
     return calibration
-
-
-def _recorded_embedder(
-    emb: Embeddings, *, batch_size: int, precision: str, device: str
-) -> Embedder:
-    """The embedder recorded in ``emb``'s metadata (vectors only), checked against its width."""
-    embedder = Embedder.from_metadata(
-        emb.metadata, batch_size=batch_size, precision=precision, device=device
-    )
-    embedder.patch_tokens = False
-    if embedder.dim != emb.dim:
-        raise ValueError(
-            f"the recorded model makes {embedder.dim}-d vectors but the embeddings have "
-            f"{emb.dim} dimensions; re-embed the images with dinokit embed"
-        )
-    return embedder
 
 
 def _calibration(

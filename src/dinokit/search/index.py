@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .vectors import EXACT_LIMIT, drop_excluded, neighbours, unit_rows
+from .vectors import EXACT_LIMIT, drop_excluded, neighbours, sample_rows, unit_rows
 
 logger = logging.getLogger(__name__)
 
@@ -220,9 +220,7 @@ def build_index(
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, spec.nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
-        n_train = min(n, spec.nlist * IVF_TRAIN_PER_LIST)
-        rows = np.random.default_rng(seed).choice(n, size=n_train, replace=False)
-        index.train(x[np.sort(rows)])
+        index.train(sample_rows(x, spec.nlist * IVF_TRAIN_PER_LIST, seed))
     index.add(x)
     return VectorIndex(index, spec)
 

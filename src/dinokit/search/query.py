@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..embed import Embeddings
+from ..embed import Embedder, Embeddings
 from .cache import index_for_file
 from .index import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, VectorIndex, build_index
 
@@ -67,6 +67,27 @@ def _as_list(value: str | Path | Sequence[str | Path] | None) -> list[str]:
     return [str(v) for v in value]
 
 
+def recorded_embedder(embeddings: Embeddings, **options: Any) -> Embedder:
+    """The embedder recorded in ``embeddings.metadata`` (offline), checked against their width.
+
+    Args:
+        embeddings: Embeddings made by ``dinokit embed``.
+        options: ``batch_size``, ``precision``, ``device``... of
+            :meth:`~dinokit.embed.Embedder.from_metadata`.
+
+    Raises:
+        RecordedModelError: The recorded model cannot be loaded (raised by the embedder).
+        ValueError: The model's vectors are not as wide as the embeddings.
+    """
+    embedder = Embedder.from_metadata(embeddings.metadata, **options)
+    if embedder.dim != embeddings.dim:
+        raise ValueError(
+            f"the recorded model makes {embedder.dim}-d vectors but the embeddings have "
+            f"{embeddings.dim} dimensions; re-embed the images with dinokit embed"
+        )
+    return embedder
+
+
 def embed_query_images(embeddings: Embeddings, images: Sequence[str | Path]) -> NDArray[np.float32]:
     """Embed image files with the model and options recorded in ``embeddings.metadata``.
 
@@ -80,25 +101,16 @@ def embed_query_images(embeddings: Embeddings, images: Sequence[str | Path]) -> 
     Raises:
         FileNotFoundError: A query image does not exist.
         ValueError: A query image cannot be read, or the model's width differs from the file's.
-        RuntimeError: The recorded model cannot be loaded (raised by the embedder).
+        RecordedModelError: The recorded model cannot be loaded (raised by the embedder).
     """
-    from ..embed import Embedder
-
     missing = [str(p) for p in images if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"{missing[0]}: no such query image")
-    embedder = Embedder.from_metadata(embeddings.metadata)
-    vectors, failed = embedder.embed_files([Path(p) for p in images])
+    vectors, failed = recorded_embedder(embeddings).embed_files([Path(p) for p in images])
     if failed:
         first = failed[0]
         raise ValueError(f"{first.path}: cannot read the query image ({first.reason})")
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[1] != embeddings.dim:
-        raise ValueError(
-            f"the recorded model makes {vectors.shape[-1]}-d vectors but the embeddings have "
-            f"{embeddings.dim} dimensions; re-embed the folder with this model"
-        )
-    return vectors
+    return np.asarray(vectors, dtype=np.float32)
 
 
 def neighbours_of(

@@ -58,6 +58,14 @@ def chunks(n: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
+def sample_rows(x: NDArray[np.float32], size: int, seed: int) -> NDArray[np.float32]:
+    """``x`` itself when it has at most ``size`` rows, else ``size`` of them drawn without
+    replacement (seeded), in row order."""
+    if len(x) <= size:
+        return x
+    return x[np.sort(np.random.default_rng(seed).choice(len(x), size=size, replace=False))]
+
+
 def neighbours(
     queries: NDArray[np.floating],
     vectors: NDArray[np.floating],
