@@ -25,9 +25,9 @@ EXACT_LIMIT = 100_000
 the duplicates' graph, N queries, O(N^2 D): at this size about three times an IVF graph at
 ``nprobe`` 8 (``benchmarks/scale.py``), and it never misses a pair."""
 
-SCORE_BLOCK = 1 << 22
+SCORE_BLOCK = 1 << 24
 """Scores held at once: :func:`neighbours` takes ``SCORE_BLOCK // N`` queries at a time
-(16 MiB of float32 scores, plus the selection's int64 indices)."""
+(64 MiB of float32 scores and at most 16 MiB of masks)."""
 
 
 def unit_rows(vectors: NDArray[np.floating]) -> NDArray[np.float32]:
@@ -117,18 +117,29 @@ def neighbours(
 def top_k(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """The ``k`` largest entries of each row of (B, N) ``scores`` (no NaN, ``k <= N``), best
     first, equal values in column order: (B, k) values and (B, k) int64 columns."""
-    if k < scores.shape[1]:  # torch selects several times faster than np.argpartition
-        top = torch.topk(torch.from_numpy(scores), k, dim=1, sorted=False)
-        kth = top.values.amin(dim=1, keepdim=True).numpy()
-    else:
-        kth = np.full((len(scores), 1), -np.inf, dtype=np.float32)
-    # Every entry at least the k-th largest: k per row, more where the k-th is tied.
-    rows, cols = np.nonzero(scores >= kth)
+    rows, cols = _candidates(scores, k)
     values = scores[rows, cols]
     order = np.lexsort((cols, -values, rows))  # by row, then best first, then column
-    starts = np.searchsorted(rows, np.arange(len(scores)))
+    starts = np.searchsorted(rows[order], np.arange(len(scores)))
     picked = order[starts[:, None] + np.arange(k)]
-    return values[picked], cols[picked].astype(np.int64)
+    return values[picked], cols[picked]
+
+
+def _candidates(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """``(rows, cols)`` of each row's k largest entries, and of all its entries equal to the
+    k-th largest where that one is tied (any k of them would be an arbitrary choice)."""
+    if k == scores.shape[1]:
+        rows, cols = np.nonzero(np.ones(scores.shape, dtype=bool))
+        return rows, cols
+    # torch selects several times faster than np.argpartition, breaking ties either way.
+    top = torch.topk(torch.from_numpy(scores), k + 1, dim=1)
+    values, columns = top.values.numpy(), top.indices.numpy()
+    tied = values[:, k] == values[:, k - 1]
+    clear = np.flatnonzero(~tied)
+    redo = np.flatnonzero(tied)
+    r, c = np.nonzero(scores[redo] >= values[redo, k - 1 : k])
+    rows = np.concatenate([np.repeat(clear, k), redo[r]])
+    return rows, np.concatenate([columns[clear, :k].ravel(), c]).astype(np.int64)
 
 
 def drop_excluded(
