@@ -21,7 +21,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "dinokit"
 #: lower layers only. ``__init__`` is ``dinokit/__init__.py``, which re-exports the API, so it
 #: sits just above it; ``__main__`` (``python -m dinokit``) calls the CLI.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_version", "_files", "_progress"),
+    ("_version", "_files", "_progress", "_callable"),
     ("config_io",),
     ("runtime",),
     ("data", "sample_data"),

@@ -2,11 +2,13 @@
 
 Every output of dinokit (models, checkpoints, embeddings, indexes, reports, configs) is
 written to a temporary file in the destination folder and renamed into place: a crash or a
-Ctrl-C leaves either the old file or the new one, never half of one.
+Ctrl-C leaves either the old file or the new one, never half of one. Files are compared by
+their SHA-256 (:func:`file_sha256`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -80,3 +82,12 @@ def save_npy(path: str | Path, array: ArrayLike) -> Path:
     with atomic_path(path) as tmp, tmp.open("wb") as handle:
         np.save(handle, array)
     return Path(path)
+
+
+def file_sha256(path: str | Path, *, block: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes, read in blocks (memory flat in the file size)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

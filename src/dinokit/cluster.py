@@ -3,8 +3,8 @@
 Spherical k-means on L2-normalised embeddings (cosine geometry, like search): FAISS
 ``Kmeans`` seeded by k-means++ with a fixed seed, trained on at most
 ``max_points_per_centroid * k`` sampled points, then every image assigned to its most
-similar centroid one chunk at a time, so memory grows with N * D (the embeddings
-themselves), never N * N.
+similar centroid by :func:`dinokit.search.neighbours` (exact, a chunk of images at a time),
+so memory grows with N * D (the embeddings themselves), never N * N.
 
 ``k="auto"`` fits k-means for a log-spaced range of k on a sample and keeps the k with the
 highest simplified silhouette (Hruschka et al., 2004): for each point,
@@ -24,10 +24,10 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from ._callable import make_callable
 from .embeddings import Embeddings
-from .search._callable import make_callable
-from .search._vectors import chunks, unit_rows
 from .search.index import import_faiss
+from .search.vectors import neighbours, sample_rows, unit_rows
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +39,6 @@ MAX_POINTS_PER_CENTROID = 256
 
 AUTO_SAMPLE = 20_000
 """Points used to score each candidate k of ``k="auto"``."""
-
-ASSIGN_CHUNK = 65_536
-"""Rows assigned per FAISS call."""
 
 
 @dataclass
@@ -103,9 +100,8 @@ def kmeans_plus_plus(
 
 def _train(x: NDArray[np.float32], k: int, *, seed: int, iterations: int) -> NDArray[np.float32]:
     faiss = import_faiss()
-    n, dim = x.shape
     kmeans = faiss.Kmeans(
-        dim,
+        x.shape[1],
         k,
         niter=iterations,
         seed=seed,
@@ -113,32 +109,15 @@ def _train(x: NDArray[np.float32], k: int, *, seed: int, iterations: int) -> NDA
         max_points_per_centroid=MAX_POINTS_PER_CENTROID,
         verbose=False,
     )
-    sample = x
-    limit = k * MAX_POINTS_PER_CENTROID
-    if n > limit:  # sample ourselves (seeded) instead of FAISS copying all N points
-        rows = np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
-        sample = x[rows]
+    # Sampled here (seeded) instead of FAISS copying all N points.
+    sample = sample_rows(x, k * MAX_POINTS_PER_CENTROID, seed)
     kmeans.train(sample, init_centroids=kmeans_plus_plus(sample, k, seed=seed))
     return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
 
 
-def _nearest(
-    x: NDArray[np.float32], centroids: NDArray[np.float32], k: int
-) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """(N, k) cosine similarities and ids of each row's ``k`` closest centroids, in chunks."""
-    faiss = import_faiss()
-    index = faiss.IndexFlatIP(centroids.shape[1])
-    index.add(centroids)
-    sims = np.empty((x.shape[0], k), dtype=np.float32)
-    ids = np.empty((x.shape[0], k), dtype=np.int64)
-    for rows in chunks(x.shape[0], ASSIGN_CHUNK):
-        sims[rows], ids[rows] = index.search(x[rows], k)
-    return sims, ids
-
-
 def simplified_silhouette(x: NDArray[np.float32], centroids: NDArray[np.float32]) -> float:
     """Mean simplified silhouette of unit rows ``x`` (N, D) against ``centroids`` (k >= 2, D)."""
-    sims, _ = _nearest(x, centroids, 2)
+    sims, _ = neighbours(x, centroids, 2)
     a, b = 1.0 - sims[:, 0], 1.0 - sims[:, 1]
     denom = np.maximum(np.maximum(a, b), 1e-12)
     return float(np.mean((b - a) / denom))
@@ -167,10 +146,7 @@ def suggest_k(
     n = x.shape[0]
     if n < 3:
         raise ValueError(f"k='auto' needs at least 3 images, got {n}")
-    sample = x
-    if n > AUTO_SAMPLE:
-        rows = np.sort(np.random.default_rng(seed).choice(n, size=AUTO_SAMPLE, replace=False))
-        sample = x[rows]
+    sample = sample_rows(x, AUTO_SAMPLE, seed)
     scores: dict[int, float] = {}
     for k in candidate_ks(sample.shape[0]):
         centroids = _train(sample, k, seed=seed, iterations=iterations)
@@ -214,7 +190,7 @@ def cluster(
     if k > n:
         raise ValueError(f"k={k} clusters for {n} images; use a k of at most {n}")
     centroids = _train(x, k, seed=seed, iterations=iterations)
-    sims, ids = _nearest(x, centroids, 1)
+    sims, ids = neighbours(x, centroids, 1)
     assignments = ids[:, 0].astype(np.int64)
     return Clustering(
         centroids=centroids,
@@ -243,7 +219,8 @@ def contact_sheet(files: list[Path], title: str, *, columns: int = SHEET_COLUMNS
     """
     from PIL import Image, ImageDraw
 
-    from .data import ImageReadError, open_image
+    from .data import ImageReadError
+    from .data.thumbnails import thumbnail_image
 
     cols = max(1, min(columns, len(files)))
     rows = max(1, math.ceil(len(files) / cols))
@@ -259,8 +236,7 @@ def contact_sheet(files: list[Path], title: str, *, columns: int = SHEET_COLUMNS
         x = pad + (i % cols) * (THUMBNAIL + pad)
         y = header + (i // cols) * (THUMBNAIL + pad)
         try:
-            image = open_image(path, draft_size=THUMBNAIL)
-            image.thumbnail((THUMBNAIL, THUMBNAIL))
+            image = thumbnail_image(path, THUMBNAIL)
         except ImageReadError:
             draw.rectangle((x, y, x + THUMBNAIL - 1, y + THUMBNAIL - 1), fill=(200, 200, 200))
             continue

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from dinokit.data import ImageReadError, open_image
+from dinokit.data.io import center_crop, rescale
 
 from ._helpers import rgb_noise, write_jpeg
 
@@ -84,6 +85,14 @@ def test_jpeg_draft_keeps_short_side(tmp_path: Path) -> None:
     assert open_image(path).size == (1000, 600)
     png = _save(rgb_noise(300, 200), tmp_path / "big.png")
     assert open_image(png, draft_size=50).size == (300, 200)  # only JPEGs are drafted
+
+
+def test_rescale_and_center_crop() -> None:
+    image = rgb_noise(101, 40)
+    assert rescale(image, 0.25, Image.Resampling.LANCZOS).size == (25, 10)
+    assert rescale(image, 0.01, Image.Resampling.LANCZOS, min_side=8).size == (8, 8)
+    crop = center_crop(image, 10, 5)  # offsets (101 - 10) // 2 = 45 and (40 - 5) // 2 = 17
+    np.testing.assert_array_equal(np.asarray(crop), np.asarray(image)[17:22, 45:55])
 
 
 def _reason(path: Path) -> str:

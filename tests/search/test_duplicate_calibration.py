@@ -19,6 +19,7 @@ from dinokit.duplicates import (
     calibrate_threshold,
     choose_threshold,
     find_duplicates,
+    make_copy,
     nearest,
 )
 from dinokit.embed import Embedder, Embeddings, RecordedModelError, embed
@@ -67,6 +68,20 @@ def test_equal_errors_take_the_highest_interval() -> None:
     # 0.5 errors on (.85,.90], (.92,.95] and (.96,.97]: the highest gives fewer false groups.
     threshold, separable = choose_threshold([0.90, 0.95, 0.97, 0.99], [0.80, 0.85, 0.92, 0.96])
     assert (threshold, separable) == (pytest.approx(0.965), False)
+
+
+def test_jpeg_copies_read_back_as_their_files(tmp_path: Path) -> None:
+    image = open_image(write_jpeg(tmp_path / "a.jpg", 640, 480, seed=3))
+    by_name = {kind.name: kind for kind in COPY_KINDS}
+    # 1/4 downscale at q50: 160 x 120, drafted at 1/2 (80 x 60 keeps a 32 px short side).
+    image.resize((160, 120), Image.Resampling.LANCZOS).save(tmp_path / "q50.jpg", quality=50)
+    copy = make_copy(image, by_name["quarter_q50"], draft_size=32)
+    expected = open_image(tmp_path / "q50.jpg", draft_size=32)
+    assert copy.size == expected.size == (80, 60)
+    np.testing.assert_array_equal(np.asarray(copy), np.asarray(expected))
+    image.save(tmp_path / "q30.jpg", quality=30)
+    copy = make_copy(image, by_name["jpeg_q30"])  # no draft size: full resolution
+    np.testing.assert_array_equal(np.asarray(copy), np.asarray(open_image(tmp_path / "q30.jpg")))
 
 
 def test_most_similar_other_looks_past_byte_identical_files(tmp_path: Path) -> None:

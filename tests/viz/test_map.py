@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from dinokit.cli import main
-from dinokit.viz._inputs import MissingDependencyError
+from dinokit.viz.inputs import MissingDependencyError
 from dinokit.viz.map import color_groups, layout_2d, pca, plot_map, spread_sample
 from tests.viz._viz_data import make_embeddings, write_assignments
 

@@ -12,7 +12,8 @@ import pytest
 
 from dinokit.cli import main
 from dinokit.embeddings import Embeddings
-from dinokit.viz.report import nearest_neighbours, write_report
+from dinokit.search import neighbours
+from dinokit.viz.report import write_report
 from tests.viz._chromium import find_chromium, open_page
 from tests.viz._viz_data import make_embeddings, write_assignments
 
@@ -124,25 +125,12 @@ def test_report_neighbours_share_a_class(
         query = int(group["data-query"])
         alts = [i["alt"] for i in page.images if "/t/" in i["src"]]
         assert emb.paths[query] in alts
-    idx, _ = nearest_neighbours(emb.vectors, np.array([0, 15]), 5)
+    queries = np.array([0, 15])
+    _, idx = neighbours(emb.vectors[queries], emb.vectors, 5, exclude=queries)
     assert {emb.labels[i] for i in idx[0]} == {"cats"}
     assert {emb.labels[i] for i in idx[1]} == {"dogs"}
     text = out.read_text(encoding="utf-8")
     assert "No clusters given" in text and "No duplicate groups given" in text
-
-
-def test_nearest_neighbours_match_brute_force() -> None:
-    rng = np.random.default_rng(1)
-    vectors = rng.normal(size=(200, 8)).astype(np.float32)
-    queries = np.array([0, 5, 199])
-    idx, sim = nearest_neighbours(vectors, queries, 7, chunk=13)
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    full = unit[queries] @ unit.T
-    full[np.arange(3), queries] = -np.inf
-    expected = np.argsort(-full, axis=1)[:, :7]
-    np.testing.assert_array_equal(idx, expected)
-    np.testing.assert_allclose(sim, np.take_along_axis(full, expected, 1), rtol=1e-5)
-    assert not np.isin(queries[:, None], idx).any(axis=1).any()
 
 
 def test_report_escapes_paths_and_labels(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Opening one image file robustly: fully decoded, upright, RGB, or a typed error.
+"""Opening one image file robustly: fully decoded, upright, RGB, or a typed error; and the
+two geometric steps other modules share (a scale by a factor, a centred crop).
 
 The decompression-bomb guard of PIL stays on: an image above ``PIL.Image.MAX_IMAGE_PIXELS``
 (PIL's warning threshold) is refused with a clear reason instead of a warning; set that
@@ -198,3 +199,18 @@ def _exif_upright(image: Image.Image) -> Image.Image:
             "ignoring unreadable EXIF orientation of %s: %s", getattr(image, "filename", "?"), error
         )
         return image.copy()
+
+
+def rescale(
+    image: Image.Image, scale: float, resample: Image.Resampling, *, min_side: int = 1
+) -> Image.Image:
+    """``image`` with each side multiplied by ``scale``, rounded, and at least ``min_side``."""
+    width = max(min_side, round(image.width * scale))
+    height = max(min_side, round(image.height * scale))
+    return image.resize((width, height), resample)
+
+
+def center_crop(image: Image.Image, width: int, height: int) -> Image.Image:
+    """The central ``width x height`` pixels of ``image`` (offsets rounded down)."""
+    left, top = (image.width - width) // 2, (image.height - height) // 2
+    return image.crop((left, top, left + width, top + height))

@@ -6,7 +6,7 @@
 own images, embedded with its own model.
 """
 
-from ..search._callable import make_callable
+from .._callable import make_callable
 from .calibration import (
     CopyStats,
     DistinctStats,

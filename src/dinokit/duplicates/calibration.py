@@ -35,7 +35,8 @@ from .._progress import ProgressBar
 from ..data import ImageReadError, open_image
 from ..embed import Embedder
 from ..embeddings import Embeddings
-from ..search._vectors import chunks, unit_rows
+from ..search.query import recorded_embedder
+from ..search.vectors import chunks, unit_rows
 from .copies import COPY_KINDS, CopyKind, make_copy
 from .nearest import most_similar_others
 
@@ -236,15 +237,8 @@ def calibrate_threshold(
     emb = embeddings if isinstance(embeddings, Embeddings) else Embeddings.load(embeddings)
     if len(emb) < 2:
         raise ValueError(f"calibration needs at least 2 images, the embeddings have {len(emb)}")
-    embedder = Embedder.from_metadata(
-        emb.metadata, batch_size=batch_size, precision=precision, device=device
-    )
+    embedder = recorded_embedder(emb, batch_size=batch_size, precision=precision, device=device)
     embedder.patch_tokens = False
-    if embedder.dim != emb.dim:
-        raise ValueError(
-            f"the recorded model makes {embedder.dim}-d vectors but the embeddings have "
-            f"{emb.dim} dimensions; re-embed the images with dinokit embed"
-        )
     x = unit_rows(emb.vectors)
     drawn = _copy_scores(emb, embedder, x, sample=sample, seed=seed, kinds=kinds, progress=progress)
     rows, scores, missing, unreadable = drawn
@@ -254,12 +248,37 @@ def calibrate_threshold(
             f"{unreadable} unreadable); calibration needs the images on disk"
         )
     distinct, nearest = most_similar_others(x, rows, emb.absolute_path)
+    calibration = _calibration(
+        kinds, rows, scores, distinct, nearest, missing=missing, unreadable=unreadable, seed=seed
+    )
+    logger.info(
+        "calibrated threshold %.4f on %d images (%s)",
+        calibration.threshold,
+        len(rows),
+        "copies and distinct images separate" if calibration.separable else "not separable",
+    )
+    return calibration
+
+
+def _calibration(
+    kinds: Sequence[CopyKind],
+    rows: NDArray[np.int64],
+    scores: dict[str, NDArray[np.float32]],
+    distinct: NDArray[np.float32],
+    nearest: NDArray[np.int64],
+    *,
+    missing: int,
+    unreadable: int,
+    seed: int,
+) -> ThresholdCalibration:
+    """The threshold chosen from the copies' and the distinct images' scores, with both
+    sides' statistics."""
     known = distinct[~np.isnan(distinct)]
     if len(known) == 0:
         raise ValueError("every other image is a byte-identical copy: no distinct images")
     setting = np.concatenate([scores[k.name] for k in kinds if k.calibrates])
     threshold, separable = choose_threshold(setting, known)
-    calibration = ThresholdCalibration(
+    return ThresholdCalibration(
         threshold=threshold,
         separable=separable,
         copies=tuple(_copy_stats(k, scores[k.name]) for k in kinds),
@@ -281,13 +300,6 @@ def calibrate_threshold(
         distinct_scores=distinct,
         nearest=nearest,
     )
-    logger.info(
-        "calibrated threshold %.4f on %d images (%s)",
-        threshold,
-        len(rows),
-        "copies and distinct images separate" if separable else "not separable",
-    )
-    return calibration
 
 
 def _copy_stats(kind: CopyKind, scores: NDArray[np.float32]) -> CopyStats:

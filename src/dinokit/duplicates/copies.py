@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from ..data import to_rgb
-from ..data.io import apply_draft
+from ..data.io import center_crop, open_image_bytes, rescale
 
 RESAMPLE = Image.Resampling.LANCZOS
 """Filter of the downscales (what image editors and thumbnailers typically use)."""
@@ -67,15 +67,12 @@ def modify(image: Image.Image, kind: CopyKind) -> Image.Image:
     Returns:
         A new RGB image of ``round(crop * scale * side)`` pixels per side (at least 1).
     """
-    width, height = image.size
     out = image
     if kind.crop < 1.0:
-        w, h = max(1, round(width * kind.crop)), max(1, round(height * kind.crop))
-        left, top = (width - w) // 2, (height - h) // 2
-        out = out.crop((left, top, left + w, top + h))
+        width, height = (max(1, round(side * kind.crop)) for side in image.size)
+        out = center_crop(out, width, height)
     if kind.scale < 1.0:
-        w, h = max(1, round(out.width * kind.scale)), max(1, round(out.height * kind.scale))
-        out = out.resize((w, h), RESAMPLE)
+        out = rescale(out, kind.scale, RESAMPLE)
     return out if out is not image else image.copy()
 
 
@@ -86,30 +83,16 @@ def encode_jpeg(image: Image.Image, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def decode_jpeg(data: bytes, *, draft_size: int | None = None) -> Image.Image:
-    """Decodes JPEG bytes to RGB as :func:`dinokit.data.open_image` decodes a JPEG file.
-
-    Args:
-        data: JPEG file bytes.
-        draft_size: Smallest short side needed: the decoder may downscale by 1/2, 1/4 or 1/8
-            while both sides stay at least this (``EvalTransform.draft_size``); ``None``
-            decodes at full size.
-    """
-    with Image.open(io.BytesIO(data)) as opened:
-        if draft_size is not None:
-            apply_draft(opened, draft_size)
-        opened.load()
-        return to_rgb(opened)
-
-
 def make_copy(image: Image.Image, kind: CopyKind, *, draft_size: int | None = None) -> Image.Image:
     """A modified copy of ``image``, as it reads back from its file.
 
     Args:
         image: The original, an RGB image.
         kind: The modification.
-        draft_size: For JPEG copies, the ``draft_size`` used to decode them (see
-            :func:`decode_jpeg`).
+        draft_size: For JPEG copies, the smallest short side the embedder needs
+            (``EvalTransform.draft_size``): decoded as :func:`dinokit.data.open_image`
+            decodes a JPEG file, reduced by 1/2, 1/4 or 1/8 while both sides keep it;
+            ``None`` decodes at full size.
 
     Returns:
         The copy's RGB pixels.
@@ -117,4 +100,4 @@ def make_copy(image: Image.Image, kind: CopyKind, *, draft_size: int | None = No
     out = modify(image, kind)
     if kind.quality is None:
         return out
-    return decode_jpeg(encode_jpeg(out, kind.quality), draft_size=draft_size)
+    return open_image_bytes(encode_jpeg(out, kind.quality), kind.name, draft_size=draft_size)

@@ -2,8 +2,9 @@
 
 Two images are near-duplicates when the cosine similarity of their embeddings is at least a
 threshold; groups are the connected components of that relation. The similar pairs come
-from a k-nearest-neighbour graph built with FAISS one chunk of queries at a time (exact
-up to 20,000 images, IVF above), so memory grows with N * neighbours, never N * N.
+from a k-nearest-neighbour graph searched one chunk of queries at a time (exact up to
+:data:`~dinokit.search.vectors.EXACT_LIMIT` images, FAISS IVF above), so memory grows with
+N * neighbours, never N * N.
 Byte-identical files are found by SHA-256, hashing only files whose size is shared.
 
 The default threshold was chosen on re-encoded, resized and cropped copies of real photos
@@ -13,7 +14,6 @@ one for the model and images of a given collection.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections import defaultdict
@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .._files import file_sha256
 from .._progress import ProgressBar
 from ..embeddings import Embeddings
-from ..search._vectors import chunks, unit_rows
 from ..search.index import build_index
+from ..search.vectors import chunks, unit_rows
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +42,6 @@ the model, so calibrate it for yours (:func:`~dinokit.duplicates.calibrate_thres
 
 DEFAULT_NEIGHBOURS = 16
 """Neighbours searched per image; larger groups still connect through chains of them."""
-
-EXACT_LIMIT = 20_000
-"""Largest collection whose k-NN graph ``index="auto"`` builds exactly (cost O(N^2 D))."""
 
 DUPLICATES_NPROBE = 8
 """IVF lists scanned per image: near-duplicates sit in the same or a neighbouring list (all
@@ -140,7 +138,7 @@ def _similar_pairs(
     """Pairs ``(i, j, cosine)`` with ``i < j`` and cosine >= threshold, from a k-NN graph."""
     n = x.shape[0]
     vindex = build_index(x, index, nprobe=nprobe)
-    k = min(neighbours + 1, n)  # +1: an image is its own nearest neighbour
+    k = min(neighbours, n - 1)
     found_a: list[NDArray[np.int64]] = []
     found_b: list[NDArray[np.int64]] = []
     found_s: list[NDArray[np.float32]] = []
@@ -148,10 +146,10 @@ def _similar_pairs(
         n, desc="neighbours", unit="image", bar=None if progress else False, logger=logger
     )
     for rows in chunks(n, QUERY_CHUNK):
-        scores, ids = vindex.search(x[rows], k)
-        query = np.arange(rows.start, rows.stop, dtype=np.int64)[:, None]
-        keep = (ids >= 0) & (ids != query) & (scores >= threshold)
-        qi = np.broadcast_to(query, ids.shape)[keep]
+        query = np.arange(rows.start, rows.stop, dtype=np.int64)
+        scores, ids = vindex.search(x[rows], k, exclude=query)  # an image is not its own pair
+        keep = (ids >= 0) & (scores >= threshold)
+        qi = np.broadcast_to(query[:, None], ids.shape)[keep]
         found_a.append(np.minimum(qi, ids[keep]))
         found_b.append(np.maximum(qi, ids[keep]))
         found_s.append(scores[keep])
@@ -165,15 +163,6 @@ def _similar_pairs(
         first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
         a, b, s = a[first], b[first], s[first]
     return a, b, s
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read 1 MiB at a time."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def file_hashes(files: list[Path], *, progress: bool = True) -> dict[int, str]:
@@ -228,8 +217,9 @@ def find_duplicates(
         embeddings: An embeddings file or :class:`~dinokit.embed.Embeddings`.
         threshold: Cosine similarity in [-1, 1] at or above which two images are linked.
         neighbours: Nearest neighbours examined per image.
-        index: Neighbour search: ``auto`` (exact up to 20,000 images, IVF above), ``exact``,
-            ``ivf`` (``hnsw`` is refused: graph search misses exact ties).
+        index: Neighbour search: ``auto`` (exact up to
+            :data:`~dinokit.search.vectors.EXACT_LIMIT` images, IVF above), ``exact``, ``ivf``
+            (``hnsw`` is refused: graph search misses exact ties).
         nprobe: IVF lists scanned per image.
         hash_files: Also link byte-identical files (needs the images on disk).
         progress: Bars with the time left on a terminal (log lines elsewhere); ``False``:
@@ -253,37 +243,57 @@ def find_duplicates(
     if n < 2:
         return []
     x = unit_rows(emb.vectors)
-    if index == "auto":
-        index = "exact" if n <= EXACT_LIMIT else "ivf"
     a, b, s = _similar_pairs(
         x, threshold=threshold, neighbours=neighbours, index=index, nprobe=nprobe, progress=progress
     )
     logger.info("%d image pairs with cosine >= %.3f", len(a), threshold)
-
     hashes = file_hashes(emb.absolute_paths(), progress=progress) if hash_files else {}
+    same_bytes = _same_bytes(hashes)
+    same_a = np.asarray([rows[0] for rows in same_bytes for _ in rows[1:]], dtype=np.int64)
+    same_b = np.asarray([row for rows in same_bytes for row in rows[1:]], dtype=np.int64)
+    labels = connected_components(n, np.concatenate([a, same_a]), np.concatenate([b, same_b]))
+    identical = np.zeros(n, dtype=bool)
+    identical[np.concatenate([same_a, same_b])] = True
+    best = _best_scores(x, a, b, s, same_bytes)
+    return _groups(emb, labels, best, identical, hashes)
+
+
+def _same_bytes(hashes: dict[int, str]) -> list[list[int]]:
+    """Rows sharing one digest, for every digest of two or more rows."""
     by_hash: dict[str, list[int]] = defaultdict(list)
     for row, digest in hashes.items():
         by_hash[digest].append(row)
-    same_a = [rows[0] for rows in by_hash.values() for _ in rows[1:]]
-    same_b = [row for rows in by_hash.values() for row in rows[1:]]
-    identical = np.zeros(n, dtype=bool)
-    identical[same_a + same_b] = True
+    return [rows for rows in by_hash.values() if len(rows) > 1]
 
-    all_a = np.concatenate([a, np.asarray(same_a, dtype=np.int64)])
-    all_b = np.concatenate([b, np.asarray(same_b, dtype=np.int64)])
-    labels = connected_components(n, all_a, all_b)
 
-    best = np.full(n, -np.inf, dtype=np.float32)
+def _best_scores(
+    x: NDArray[np.float32],
+    a: NDArray[np.int64],
+    b: NDArray[np.int64],
+    s: NDArray[np.float32],
+    same_bytes: list[list[int]],
+) -> NDArray[np.float32]:
+    """(N,) each row's highest cosine to a row it is linked to (-inf when unlinked)."""
+    best = np.full(len(x), -np.inf, dtype=np.float32)
     np.maximum.at(best, a, s)
     np.maximum.at(best, b, s)
-    for rows in by_hash.values():  # identical files: their own cosine (1 unless re-embedded)
+    for rows in same_bytes:  # identical files: their own cosine (1 unless re-embedded)
         for i in rows:
             others = [j for j in rows if j != i]
-            if others:
-                best[i] = max(best[i], float(np.max(x[others] @ x[i])))
+            best[i] = max(best[i], float(np.max(x[others] @ x[i])))
+    return best
 
+
+def _groups(
+    emb: Embeddings,
+    labels: NDArray[np.int64],
+    best: NDArray[np.float32],
+    identical: NDArray[np.bool_],
+    hashes: dict[int, str],
+) -> list[DuplicateGroup]:
+    """The components of two or more rows as groups, largest first, best member first."""
     members_of: dict[int, list[int]] = defaultdict(list)
-    for row in np.flatnonzero(labels != np.arange(n)).tolist():
+    for row in np.flatnonzero(labels != np.arange(len(labels))).tolist():
         members_of[int(labels[row])].append(row)
     components = [[root, *rows] for root, rows in members_of.items()]
     components.sort(key=lambda rows: (-len(rows), emb.paths[rows[0]]))

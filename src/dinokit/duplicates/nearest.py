@@ -1,8 +1,8 @@
 """The most similar other image of given images, by exact search.
 
 For the calibration's distinct-image scores: each query's neighbours are fetched best first
-from the exact FAISS index of :mod:`dinokit.search`, skipping the image itself and files with
-the same bytes (duplicates already in the collection by construction); never an N x N matrix.
+by :func:`dinokit.search.neighbours` (the image itself left out), skipping files with the same
+bytes (duplicates already in the collection by construction); never an N x N matrix.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from ..search.index import build_index
-from .groups import file_sha256
+from .._files import file_sha256
+from ..search.vectors import neighbours
 
 FIRST_NEIGHBOURS = 8
 """Neighbours fetched first per query (more only when they are all excluded)."""
@@ -36,27 +36,26 @@ def most_similar_others(
         (S,) cosines and (S,) rows of the most similar other image; NaN and -1 where every
         other image is a byte-identical copy.
     """
-    n = len(x)
     scores = np.full(len(rows), np.nan, dtype=np.float32)
     found = np.full(len(rows), -1, dtype=np.int64)
     same = _SameBytes(path_of)
-    index = build_index(x, "exact")
+    others = len(x) - 1
     todo = np.arange(len(rows))
-    k = min(n, FIRST_NEIGHBOURS)
-    while len(todo):
-        top_scores, top_ids = index.search(x[rows[todo]], k)
+    k = min(others, FIRST_NEIGHBOURS)
+    while len(todo) and k > 0:
+        top_scores, top_ids = neighbours(x[rows[todo]], x, k, exclude=rows[todo])
         left: list[int] = []
         for q, candidate_scores, candidate_ids in zip(todo, top_scores, top_ids, strict=True):
             row = int(rows[q])
             for score, other in zip(candidate_scores.tolist(), candidate_ids.tolist(), strict=True):
-                if other != row and not same(row, other):
+                if other >= 0 and not same(row, other):
                     scores[q], found[q] = score, other
                     break
             else:
                 left.append(int(q))
-        if k == n:
+        if k == others:
             break
-        todo, k = np.asarray(left, dtype=np.int64), min(n, 4 * k)
+        todo, k = np.asarray(left, dtype=np.int64), min(others, 4 * k)
     return scores, found
 
 

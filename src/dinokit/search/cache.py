@@ -9,13 +9,12 @@ loses the cache, never the search.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from .._files import atomic_write
+from .._files import atomic_write, file_sha256
 from ..embeddings import Embeddings
 from .index import (
     DEFAULT_EF_SEARCH,
@@ -24,6 +23,7 @@ from .index import (
     VectorIndex,
     build_index,
     import_faiss,
+    resolve_spec,
 )
 
 logger = logging.getLogger(__name__)
@@ -40,15 +40,6 @@ def cache_paths(embeddings_file: Path) -> tuple[Path, Path]:
     )
 
 
-def file_digest(path: Path, *, block: int = 1 << 22) -> str:
-    """SHA-256 of a file's bytes, read in blocks (memory flat in the file size)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _read_record(path: Path) -> dict[str, Any] | None:
     try:
         record = json.loads(path.read_text())
@@ -57,9 +48,16 @@ def _read_record(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _build_key(spec: IndexSpec) -> dict[str, Any]:
-    """What the stored index depends on (search-time settings are not part of it)."""
-    return {"kind": spec.kind, "nlist": spec.nlist, "seed": spec.seed}
+def _record(spec: IndexSpec, digest: str, n: int, dim: int) -> dict[str, Any]:
+    """What a stored index depends on (search-time settings are not part of it)."""
+    return {
+        "format": CACHE_FORMAT,
+        "digest": digest,
+        "build": {"kind": spec.kind, "nlist": spec.nlist, "seed": spec.seed},
+        "faiss": import_faiss().__version__,
+        "ntotal": n,
+        "dim": dim,
+    }
 
 
 def load_cached(
@@ -71,15 +69,7 @@ def load_cached(
     if record is None or not index_path.exists():
         return None
     faiss = import_faiss()
-    wanted = {
-        "format": CACHE_FORMAT,
-        "digest": digest,
-        "build": _build_key(spec),
-        "faiss": faiss.__version__,
-        "ntotal": n,
-        "dim": dim,
-    }
-    if any(record.get(key) != value for key, value in wanted.items()):
+    if any(record.get(key) != value for key, value in _record(spec, digest, n, dim).items()):
         logger.info("%s: embeddings or index options changed; rebuilding the index", index_path)
         return None
     try:
@@ -94,14 +84,7 @@ def save_cache(embeddings_file: Path, index: VectorIndex, digest: str) -> None:
     """Write the index and its record next to ``embeddings_file`` (warns if it cannot)."""
     faiss = import_faiss()
     index_path, record_path = cache_paths(embeddings_file)
-    record = {
-        "format": CACHE_FORMAT,
-        "digest": digest,
-        "build": _build_key(index.spec),
-        "faiss": faiss.__version__,
-        "ntotal": index.ntotal,
-        "dim": index.dim,
-    }
+    record = _record(index.spec, digest, index.ntotal, index.dim)
     try:
         atomic_write(index_path, lambda tmp: faiss.write_index(index.index, str(tmp)))
         atomic_write(record_path, lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
@@ -133,30 +116,22 @@ def index_for_file(
     Returns:
         ``(embeddings, index)``; index row ``i`` is embeddings row ``i``.
     """
-    from .index import resolve_spec
-
     path = Path(embeddings_file)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such embeddings file; create it with dinokit embed")
     emb = embeddings if embeddings is not None else Embeddings.load(path)
-    spec = resolve_spec(len(emb), kind)
+    spec = resolve_spec(len(emb), kind, nprobe=nprobe, ef_search=ef_search)
     if not cache:
         return emb, build_index(
             emb.vectors, spec.kind, nlist=spec.nlist or None, nprobe=nprobe, ef_search=ef_search
         )
-    digest = file_digest(path)
+    digest = file_sha256(path)
     index = load_cached(path, spec, digest, len(emb), emb.dim)
     if index is None:
         index = build_index(emb.vectors, spec.kind, nlist=spec.nlist or None, seed=spec.seed)
         save_cache(path, index, digest)
     else:
         logger.debug("%s: using the cached %s index", path, spec.kind)
-    index.spec = IndexSpec(
-        kind=spec.kind,
-        nlist=spec.nlist,
-        nprobe=min(nprobe, max(spec.nlist, 1)),
-        ef_search=ef_search,
-        seed=spec.seed,
-    )
+    index.spec = spec  # the search-time settings asked for now
     index.apply_search_params()
     return emb, index

@@ -2,7 +2,9 @@
 
 Three kinds (Johnson, Douze & Jégou, 2019, "Billion-scale similarity search with GPUs"):
 
-- ``exact``: ``IndexFlatIP``, brute force; the reference every other kind is measured against.
+- ``exact``: ``IndexFlatIP`` holds the vectors, searched by
+  :func:`~dinokit.search.vectors.neighbours`; the reference every other kind is measured
+  against.
 - ``ivf``: ``IndexIVFFlat`` with ``nlist ~ 4 sqrt(N)`` inverted lists trained by k-means on a
   sample; a query scans the ``nprobe`` closest lists.
 - ``hnsw``: ``IndexHNSWFlat`` (Malkov & Yashunin, 2018), a navigable small-world graph.
@@ -21,15 +23,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ._vectors import unit_rows
+from .vectors import EXACT_LIMIT, drop_excluded, neighbours, sample_rows, unit_rows
 
 logger = logging.getLogger(__name__)
 
 KINDS: tuple[str, ...] = ("auto", "exact", "ivf", "hnsw")
 """Index kinds :func:`build_index` understands."""
-
-EXACT_LIMIT = 100_000
-"""Largest collection ``auto`` searches exactly; above it, IVF."""
 
 IVF_TRAIN_PER_LIST = 64
 """Training points per inverted list (k-means sample size = ``nlist * IVF_TRAIN_PER_LIST``)."""
@@ -143,14 +142,25 @@ class VectorIndex:
         elif self.spec.kind == "hnsw":
             self.index.hnsw.efSearch = self.spec.ef_search
 
+    def vectors(self) -> NDArray[np.float32]:
+        """(N, D) the unit vectors of an ``exact`` index (a view of FAISS's storage, no copy)."""
+        if self.spec.kind != "exact":
+            raise ValueError(f"a {self.spec.kind} index does not keep its vectors in order")
+        if self.ntotal == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        stored = import_faiss().rev_swig_ptr(self.index.get_xb(), self.ntotal * self.dim)
+        return np.asarray(stored).reshape(self.ntotal, self.dim)
+
     def search(
-        self, queries: NDArray[np.floating], k: int
+        self, queries: NDArray[np.floating], k: int, *, exclude: NDArray[np.integer] | None = None
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """The ``k`` most similar indexed vectors of each query.
 
         Args:
             queries: (Q, D) query vectors (L2-normalised here).
             k: Neighbours per query.
+            exclude: (Q,) the indexed row each query is, left out of its own results, or -1
+                (see :func:`~dinokit.search.vectors.drop_excluded`).
 
         Returns:
             ``(scores, ids)``: (Q, k) cosine similarities, best first, and (Q, k) row ids;
@@ -164,9 +174,12 @@ class VectorIndex:
                 f"query vectors have {q.shape[1]} dimensions but the index has {self.dim}; "
                 "embed the queries with the model that made the index"
             )
-        scores, ids = self.index.search(q, k)
+        if self.spec.kind == "exact":
+            return neighbours(q, self.vectors(), k, exclude=exclude)
+        scores, ids = self.index.search(q, k if exclude is None else k + 1)
         scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
-        return scores, ids.astype(np.int64)
+        ids = ids.astype(np.int64)
+        return (scores, ids) if exclude is None else drop_excluded(scores, ids, exclude)
 
 
 def build_index(
@@ -207,27 +220,9 @@ def build_index(
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, spec.nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
-        n_train = min(n, spec.nlist * IVF_TRAIN_PER_LIST)
-        rows = np.random.default_rng(seed).choice(n, size=n_train, replace=False)
-        index.train(x[np.sort(rows)])
+        index.train(sample_rows(x, spec.nlist * IVF_TRAIN_PER_LIST, seed))
     index.add(x)
     return VectorIndex(index, spec)
-
-
-def exact_search(
-    vectors: NDArray[np.floating], queries: NDArray[np.floating], k: int
-) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Brute-force top-``k`` cosine search (the reference for recall measurements).
-
-    Args:
-        vectors: (N, D) indexed vectors.
-        queries: (Q, D) queries.
-        k: Neighbours per query.
-
-    Returns:
-        (Q, k) scores and (Q, k) ids, as :meth:`VectorIndex.search`.
-    """
-    return build_index(vectors, "exact").search(queries, k)
 
 
 def recall_at_k(approx_ids: NDArray[np.integer[Any]], exact_ids: NDArray[np.integer[Any]]) -> float:

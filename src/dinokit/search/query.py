@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..embed import Embedder
 from ..embeddings import Embeddings
 from .cache import index_for_file
 from .index import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, VectorIndex, build_index
@@ -67,6 +68,27 @@ def _as_list(value: str | Path | Sequence[str | Path] | None) -> list[str]:
     return [str(v) for v in value]
 
 
+def recorded_embedder(embeddings: Embeddings, **options: Any) -> Embedder:
+    """The embedder recorded in ``embeddings.metadata`` (offline), checked against their width.
+
+    Args:
+        embeddings: Embeddings made by ``dinokit embed``.
+        options: ``batch_size``, ``precision``, ``device``... of
+            :meth:`~dinokit.embed.Embedder.from_metadata`.
+
+    Raises:
+        RecordedModelError: The recorded model cannot be loaded (raised by the embedder).
+        ValueError: The model's vectors are not as wide as the embeddings.
+    """
+    embedder = Embedder.from_metadata(embeddings.metadata, **options)
+    if embedder.dim != embeddings.dim:
+        raise ValueError(
+            f"the recorded model makes {embedder.dim}-d vectors but the embeddings have "
+            f"{embeddings.dim} dimensions; re-embed the images with dinokit embed"
+        )
+    return embedder
+
+
 def embed_query_images(embeddings: Embeddings, images: Sequence[str | Path]) -> NDArray[np.float32]:
     """Embed image files with the model and options recorded in ``embeddings.metadata``.
 
@@ -80,25 +102,16 @@ def embed_query_images(embeddings: Embeddings, images: Sequence[str | Path]) -> 
     Raises:
         FileNotFoundError: A query image does not exist.
         ValueError: A query image cannot be read, or the model's width differs from the file's.
-        RuntimeError: The recorded model cannot be loaded (raised by the embedder).
+        RecordedModelError: The recorded model cannot be loaded (raised by the embedder).
     """
-    from ..embed import Embedder
-
     missing = [str(p) for p in images if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"{missing[0]}: no such query image")
-    embedder = Embedder.from_metadata(embeddings.metadata)
-    vectors, failed = embedder.embed_files([Path(p) for p in images])
+    vectors, failed = recorded_embedder(embeddings).embed_files([Path(p) for p in images])
     if failed:
         first = failed[0]
         raise ValueError(f"{first.path}: cannot read the query image ({first.reason})")
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[1] != embeddings.dim:
-        raise ValueError(
-            f"the recorded model makes {vectors.shape[-1]}-d vectors but the embeddings have "
-            f"{embeddings.dim} dimensions; re-embed the folder with this model"
-        )
-    return vectors
+    return np.asarray(vectors, dtype=np.float32)
 
 
 def neighbours_of(
@@ -106,26 +119,19 @@ def neighbours_of(
     labels: Sequence[str | None],
     scores: NDArray[np.float32],
     ids: NDArray[np.int64],
-    k: int,
-    skip: int | None = None,
 ) -> list[Neighbour]:
     """The hits of one query from one row of :meth:`VectorIndex.search`'s output.
 
     Args:
         paths: (N,) stored path of every indexed row.
         labels: (N,) label of every indexed row.
-        scores: (k',) scores of the query, best first.
-        ids: (k',) row ids (``-1`` pads).
-        k: Hits to keep.
-        skip: A row left out (an indexed query image itself).
+        scores: (k,) scores of the query, best first.
+        ids: (k,) row ids (``-1`` pads, left out).
     """
     out: list[Neighbour] = []
     for score, row in zip(scores.tolist(), ids.tolist(), strict=True):
-        if row < 0 or row == skip:
-            continue
-        out.append(Neighbour(len(out) + 1, float(score), int(row), paths[row], labels[row]))
-        if len(out) == k:
-            break
+        if row >= 0:
+            out.append(Neighbour(len(out) + 1, float(score), int(row), paths[row], labels[row]))
     return out
 
 
@@ -151,7 +157,8 @@ def search(
             the image itself is left out of its own results.
         query_vectors: (Q, D) vectors to search with directly.
         k: Hits per query.
-        index: ``auto`` (exact up to 100,000 images, IVF above), ``exact``, ``ivf`` or ``hnsw``.
+        index: ``auto`` (exact up to :data:`~dinokit.search.vectors.EXACT_LIMIT` images, IVF
+            above), ``exact``, ``ivf`` or ``hnsw``.
         nprobe: IVF lists scanned per query (more: slower, higher recall).
         ef_search: HNSW candidate list size per query.
         cache: Keep the index next to the embeddings file.
@@ -169,26 +176,48 @@ def search(
     images, indexed = _as_list(query), _as_list(query_path)
     if not images and not indexed and query_vectors is None:
         raise ValueError("nothing to search for: give query images, query paths or vectors")
-    vindex: VectorIndex
+    emb, vindex, source = _open_index(embeddings, index, nprobe, ef_search, cache)
+    names, queries, own_rows = _gather_queries(emb, source, images, indexed, query_vectors)
+    scores, ids = vindex.search(queries, min(k, len(emb)), exclude=own_rows)
+    return [
+        SearchResult(name, neighbours_of(emb.paths, emb.labels, scores[i], ids[i]))
+        for i, name in enumerate(names)
+    ]
+
+
+def _open_index(
+    embeddings: str | Path | Embeddings, kind: str, nprobe: int, ef_search: int, cache: bool
+) -> tuple[Embeddings, VectorIndex, str]:
+    """``(embeddings, their index, how errors name them)``; refuses an empty collection."""
     if isinstance(embeddings, Embeddings):
-        emb = embeddings
-        vindex = build_index(emb.vectors, index, nprobe=nprobe, ef_search=ef_search)
-        source = "the embeddings"
+        emb, source = embeddings, "the embeddings"
+        vindex = build_index(emb.vectors, kind, nprobe=nprobe, ef_search=ef_search)
     else:
         emb, vindex = index_for_file(
-            embeddings, kind=index, nprobe=nprobe, ef_search=ef_search, cache=cache
+            embeddings, kind=kind, nprobe=nprobe, ef_search=ef_search, cache=cache
         )
         source = str(embeddings)
     if len(emb) == 0:
         raise ValueError(f"{source}: no embeddings to search")
+    return emb, vindex, source
 
+
+def _gather_queries(
+    emb: Embeddings,
+    source: str,
+    images: list[str],
+    indexed: list[str],
+    query_vectors: NDArray[np.floating] | None,
+) -> tuple[list[str], NDArray[np.float32], NDArray[np.int64]]:
+    """``(names, (Q, D) vectors, (Q,) own rows)``: images, then indexed paths, then vectors;
+    an indexed path's own row is left out of its results (-1 for the others)."""
     names: list[str] = []
     blocks: list[NDArray[np.float32]] = []
-    skips: list[int | None] = []
+    own_rows: list[int] = []
     if images:
         blocks.append(embed_query_images(emb, images))
         names += images
-        skips += [None] * len(images)
+        own_rows += [-1] * len(images)
     for entry in indexed:
         try:
             row = emb.index_of(entry)
@@ -198,7 +227,7 @@ def search(
             ) from exc
         blocks.append(emb.vectors[row : row + 1])
         names.append(entry)
-        skips.append(row)
+        own_rows.append(row)
     if query_vectors is not None:
         q = np.atleast_2d(np.asarray(query_vectors, dtype=np.float32))
         if q.shape[1] != emb.dim:
@@ -207,13 +236,5 @@ def search(
             )
         blocks.append(q)
         names += [f"vector {i}" for i in range(q.shape[0])]
-        skips += [None] * q.shape[0]
-
-    queries = np.concatenate(blocks)
-    # One extra hit so that an indexed query can drop itself and still return k.
-    k_search = min(k + 1, len(emb))
-    scores, ids = vindex.search(queries, k_search)
-    return [
-        SearchResult(name, neighbours_of(emb.paths, emb.labels, scores[i], ids[i], k, skips[i]))
-        for i, name in enumerate(names)
-    ]
+        own_rows += [-1] * q.shape[0]
+    return names, np.concatenate(blocks), np.asarray(own_rows, dtype=np.int64)

@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..search import Neighbour, index_for_file, neighbours_of
-from ..search._vectors import unit_rows
+from ..search import Neighbour, index_for_file, neighbours_of, unit_rows
 from .store import AddedStore
 
 logger = logging.getLogger(__name__)
@@ -186,13 +185,11 @@ class Collection:
             raise ValueError(f"query vectors have {q.shape[1]} dimensions, the images {self.dim}")
         if not np.isfinite(q).all() or not np.linalg.norm(q, axis=1).all():
             raise ValueError("query vectors must be finite and non-zero")
-        skips = skips or [None] * len(q)
+        own_rows = np.asarray([-1 if s is None else s for s in skips or [None] * len(q)])
         with self._lock:
-            # One extra hit so that an indexed query can drop itself and still return k.
-            scores, ids = self.index.search(q, min(k + 1, len(self)))
+            scores, ids = self.index.search(q, min(k, len(self)), exclude=own_rows)
             return [
-                neighbours_of(self.paths, self.labels, scores[i], ids[i], k, skips[i])
-                for i in range(len(q))
+                neighbours_of(self.paths, self.labels, scores[i], ids[i]) for i in range(len(q))
             ]
 
     def add(

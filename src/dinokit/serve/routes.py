@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
-from .. import __version__
+from .._version import __version__
 from ._docs import docs_page
 from .service import SearchService, Upload
 

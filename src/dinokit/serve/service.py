@@ -23,9 +23,9 @@ from PIL import Image
 from torch import Tensor
 
 from ..data.io import ImageReadError, open_image_bytes
+from ..data.thumbnails import Thumbnail, encode_thumbnail
 from ..embed import Embedder
-from ..viz._inputs import Clusters, DuplicateGroup, read_clusters, read_duplicate_groups
-from ..viz._thumbs import Thumbnail, encode_thumbnail
+from ..viz.inputs import Clusters, DuplicateGroup, read_clusters, read_duplicate_groups
 from ._memory import release_free_memory
 from .batcher import MicroBatcher
 from .collection import Collection, UnknownImageError

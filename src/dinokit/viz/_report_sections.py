@@ -11,7 +11,7 @@ import numpy as np
 
 from ..embeddings import Embeddings
 from . import _report_html as h
-from ._inputs import Clusters, DuplicateGroup
+from .inputs import Clusters, DuplicateGroup
 
 TileOf = Callable[..., h.Tile]
 """``tile_of(row, caption, query=False)``: the tile of an embedding row."""

@@ -22,7 +22,8 @@ from PIL import Image
 from torch import Tensor
 
 from .._files import atomic_write, save_npy
-from ..data.io import ImageReadError, open_image
+from ..data.io import ImageReadError, center_crop, open_image, rescale
+from ..data.modes import to_rgb
 from ..data.preprocess import INTERPOLATIONS
 from ..models.backbone import Backbone
 from ..runtime.device import resolve_device
@@ -122,7 +123,9 @@ def mass_threshold(maps: Tensor, share: float) -> Tensor:
     return kept
 
 
-def fit_to_patches(image: Image.Image, size: int, patch_size: int, resample: int) -> Image.Image:
+def fit_to_patches(
+    image: Image.Image, size: int, patch_size: int, resample: Image.Resampling
+) -> Image.Image:
     """Resize the short side to ``size`` (long side at most ``MAX_ASPECT * size``), then
     centre-crop each side down to a multiple of the patch size.
 
@@ -133,13 +136,10 @@ def fit_to_patches(image: Image.Image, size: int, patch_size: int, resample: int
     if size < patch_size:
         raise ValueError(f"size {size} is smaller than the patch size {patch_size}")
     width, height = image.size
-    scale = size / min(width, height)
-    scale = min(scale, MAX_ASPECT * size / max(width, height))
-    new_w, new_h = max(patch_size, round(width * scale)), max(patch_size, round(height * scale))
-    resized = image.resize((new_w, new_h), resample)
-    crop_w, crop_h = new_w // patch_size * patch_size, new_h // patch_size * patch_size
-    left, top = (new_w - crop_w) // 2, (new_h - crop_h) // 2
-    return resized.crop((left, top, left + crop_w, top + crop_h))
+    scale = min(size / min(width, height), MAX_ASPECT * size / max(width, height))
+    resized = rescale(image, scale, resample, min_side=patch_size)
+    p = patch_size
+    return center_crop(resized, resized.width // p * p, resized.height // p * p)
 
 
 def _to_input(image: Image.Image, backbone: Backbone) -> Tensor:
@@ -163,7 +163,7 @@ def attention_maps(
 
     Args:
         backbone: The model (eval mode; its device is used).
-        image: An RGB image.
+        image: A PIL image of any mode (made RGB by :func:`dinokit.data.to_rgb`).
         size: Short side the image is resized to before cropping to the patch grid.
         threshold: Share of each map's mass the masks keep (the reference uses 0.6), or None.
         path: The image's file, for the record.
@@ -172,7 +172,7 @@ def attention_maps(
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     pre = backbone.config.preprocessing
     resample = INTERPOLATIONS.get(pre.interpolation, Image.Resampling.BICUBIC)
-    fitted = fit_to_patches(image.convert("RGB"), size, backbone.patch_size, resample)
+    fitted = fit_to_patches(to_rgb(image), size, backbone.patch_size, resample)
     device = next(backbone.parameters()).device
     with torch.inference_mode():
         grid = cls_attention(backbone, _to_input(fitted, backbone).to(device))[0].cpu()

@@ -23,17 +23,17 @@ from numpy.typing import NDArray
 
 from .._files import atomic_write
 from ..data.io import ImageReadError
+from ..data.thumbnails import thumbnail_image
 from ..embeddings import Embeddings
 from ..runtime.machine import default_workers
-from ._inputs import (
+from ._map_figure import LegendEntry, color_groups, draw_map, spread_sample
+from .inputs import (
     Clusters,
     MissingDependencyError,
     check_output,
     load_embeddings,
     read_clusters,
 )
-from ._map_figure import LegendEntry, color_groups, draw_map, spread_sample
-from ._thumbs import thumbnail_image
 
 logger = logging.getLogger(__name__)
 

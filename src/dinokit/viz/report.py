@@ -7,8 +7,9 @@ duplicate groups. The page has no script and loads nothing from outside: the thu
 linked relatively, or are embedded as data URIs with ``inline=True`` (one file to share).
 
 Large collections stay light: every section shows a capped number of images, thumbnails are
-decoded in parallel and streamed to disk, and nearest neighbours are computed in row chunks,
-so memory does not grow with the number of images.
+decoded in parallel and streamed to disk, and nearest neighbours are found by
+:func:`dinokit.search.neighbours` (exact, a bounded block of scores at a time), so memory
+does not grow with the number of images.
 """
 
 from __future__ import annotations
@@ -21,18 +22,17 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import numpy as np
-from numpy.typing import NDArray
 
 from .._files import atomic_write, default_mode
 from .._version import __version__
+from ..data.thumbnails import stream_thumbnails
 from ..embeddings import Embeddings
-from ..search._vectors import unit_rows
+from ..search.vectors import neighbours
 from . import _report_html as h
-from ._inputs import (
+from .inputs import (
     Clusters,
     DuplicateGroup,
     check_output,
@@ -40,42 +40,9 @@ from ._inputs import (
     read_clusters,
     read_duplicate_groups,
 )
-from ._thumbs import stream_thumbnails
 from .map import METHOD_NAMES, Method, plot_map
 
 logger = logging.getLogger(__name__)
-
-
-def nearest_neighbours(
-    vectors: NDArray[np.floating[Any]], queries: NDArray[np.int64], k: int, *, chunk: int = 32768
-) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-    """Cosine top-``k`` neighbours of some rows among all rows (the row itself excluded).
-
-    Args:
-        vectors: (N, D) features (normalised here per chunk, so any scale works).
-        queries: (Q,) row indices.
-        k: Neighbours per query (clipped to N - 1).
-        chunk: Rows of ``vectors`` compared at a time; memory is O(Q * (chunk + k)).
-
-    Returns:
-        (Q, k) neighbour rows and (Q, k) cosine similarities, most similar first.
-    """
-    n = vectors.shape[0]
-    k = max(0, min(k, n - 1))
-    q = unit_rows(vectors[queries])
-    best_idx = np.zeros((len(queries), 0), dtype=np.int64)
-    best_sim = np.zeros((len(queries), 0), dtype=np.float32)
-    for start in range(0, n, chunk):
-        sims = q @ unit_rows(vectors[start : start + chunk]).T
-        local = np.arange(start, start + sims.shape[1], dtype=np.int64)
-        sims[local[None, :] == queries[:, None]] = -np.inf
-        idx = np.concatenate([best_idx, np.broadcast_to(local, sims.shape)], axis=1)
-        sim = np.concatenate([best_sim, sims], axis=1)
-        top = np.argpartition(-sim, min(k, sim.shape[1] - 1), axis=1)[:, :k]
-        best_idx = np.take_along_axis(idx, top, axis=1)
-        best_sim = np.take_along_axis(sim, top, axis=1)
-    order = np.argsort(-best_sim, axis=1, kind="stable")
-    return np.take_along_axis(best_idx, order, 1), np.take_along_axis(best_sim, order, 1)
 
 
 @dataclass
@@ -168,10 +135,10 @@ def write_report(
     """
     started = time.perf_counter()
     out = Path(out)
-    files = out.with_name(f"{out.stem}_files")
-    check_output(out, overwrite=overwrite)
-    if not inline:
-        check_output(files, overwrite=overwrite)
+    files = None if inline else out.with_name(f"{out.stem}_files")
+    for target in (out, files):
+        if target is not None:
+            check_output(target, overwrite=overwrite)
     emb = load_embeddings(embeddings)
     if len(emb) == 0:
         raise ValueError(f"{embeddings}: no images to report on")
@@ -179,35 +146,10 @@ def write_report(
     groups = read_duplicate_groups(duplicates, emb) if duplicates is not None else None
     plan = _plan(emb, found, (queries, neighbours, seed), per_cluster, max_clusters)
     plan.groups, plan.per_group = (groups or [])[:max_groups], per_group
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.stem}_files.", dir=out.parent))
-    try:
-        staging.chmod(default_mode(folder=True))
-        (staging / "t").mkdir()
-        thumbs, unreadable = _write_thumbnails(
-            emb, plan.rows(), staging, files.name, inline, thumbnail_size, workers
-        )
-        map_ref = _draw_map(emb, found, staging, files.name, inline, map_method, seed)
-        sections = _sections(emb, found, groups, plan, thumbs, unreadable, map_ref)
-        page = h.page(
-            title=f"dinokit report: {out.stem}",
-            sections=sections,
-            size=thumbnail_size,
-            version=__version__,
-        )
-        _publish(out, page, None if inline else (staging, files))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    result = ReportResult(
-        path=out,
-        files=None if inline else files,
-        images=len(emb),
-        thumbnails=len(thumbs),
-        unreadable=len(unreadable),
-        sections=[ident for ident, _, _ in sections],
-        seconds=time.perf_counter() - started,
+    result = _write_page(
+        out, files, emb, found, groups, plan, thumbnail_size, map_method, workers, seed
     )
+    result.seconds = time.perf_counter() - started
     logger.info(
         "wrote %s (%d images, %d thumbnails, %.1f s)",
         out,
@@ -216,6 +158,47 @@ def write_report(
         result.seconds,
     )
     return result
+
+
+def _write_page(
+    out: Path,
+    files: Path | None,
+    emb: Embeddings,
+    found: Clusters | None,
+    groups: list[DuplicateGroup] | None,
+    plan: _Plan,
+    size: int,
+    map_method: Method,
+    workers: int | None,
+    seed: int,
+) -> ReportResult:
+    """Stage the thumbnails and the map, then publish them and the page (``files=None``:
+    everything inline)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.stem}_files.", dir=out.parent))
+    inline, files_name = files is None, "" if files is None else files.name
+    try:
+        staging.chmod(default_mode(folder=True))
+        (staging / "t").mkdir()
+        thumbs, unreadable = _write_thumbnails(
+            emb, plan.rows(), staging, files_name, inline, size, workers
+        )
+        map_ref = _draw_map(emb, found, staging, files_name, inline, map_method, seed)
+        sections = _sections(emb, found, groups, plan, thumbs, unreadable, map_ref)
+        page = h.page(
+            title=f"dinokit report: {out.stem}", sections=sections, size=size, version=__version__
+        )
+        _publish(out, page, None if files is None else (staging, files))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ReportResult(
+        path=out,
+        files=files,
+        images=len(emb),
+        thumbnails=len(thumbs),
+        unreadable=len(unreadable),
+        sections=[ident for ident, _, _ in sections],
+    )
 
 
 def _plan(
@@ -232,11 +215,12 @@ def _plan(
         kept = sorted(sorted(sizes, key=lambda c: (-sizes[c], c))[:max_clusters])
         plan.hidden_clusters = len(sizes) - len(kept)
         plan.clusters = [(c, sizes[c], found.members(c)[:per_cluster].tolist()) for c in kept]
-    queries, neighbours, seed = sample
-    if queries > 0 and neighbours > 0 and len(emb) > 1:
+    queries, per_query, seed = sample
+    if queries > 0 and per_query > 0 and len(emb) > 1:
         rng = np.random.default_rng(seed)
         picked = np.sort(rng.choice(len(emb), size=min(queries, len(emb)), replace=False))
-        idx, sim = nearest_neighbours(emb.vectors, picked.astype(np.int64), neighbours)
+        k = min(per_query, len(emb) - 1)
+        sim, idx = neighbours(emb.vectors[picked], emb.vectors, k, exclude=picked)
         plan.queries = [
             (int(q), [(int(r), float(s)) for r, s in zip(idx[i], sim[i], strict=True)])
             for i, q in enumerate(picked)

@@ -1,8 +1,10 @@
-"""Small thumbnails of many images, decoded in parallel and streamed in order.
+"""Thumbnails: one image shrunk to fit a box, and many decoded in parallel, streamed in order.
 
-Decoding uses JPEG draft mode (the decoder downscales by 1/2..1/8 while the short side stays
-above the thumbnail size), so a 12-megapixel photo costs a fraction of a full decode. At most
-a few thumbnails per worker are in flight, so memory stays flat however many are asked for.
+Every thumbnail in dinokit (cluster contact sheets, map points, report pages, the server's
+image views) is :func:`thumbnail_image`. Decoding uses JPEG draft mode (the decoder
+downscales by 1/2..1/8 while the short side stays above the thumbnail size), so a
+12-megapixel photo costs a fraction of a full decode. At most a few thumbnails per worker
+are in flight, so memory stays flat however many are asked for.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..data.io import ImageReadError, open_image
 from ..runtime.machine import default_workers
+from .io import ImageReadError, open_image
 
 logger = logging.getLogger(__name__)
 
