@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from dinokit.runtime.distributed import (
     is_initialized,
     world_size,
 )
+from tests._processes import become_rank, free_port
 
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -71,22 +70,8 @@ def test_partial_env_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
         init_distributed("cpu")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _worker(rank: int, size: int, port: int, out_dir: str) -> None:
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(size),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
+    become_rank(rank, size, port)
     info = init_distributed("cpu")
     value = torch.tensor([float(rank + 1), 10.0 * rank])
     mean = all_reduce_mean(value)
@@ -102,7 +87,7 @@ def _worker(rank: int, size: int, port: int, out_dir: str) -> None:
 
 def test_two_process_gloo_collectives(tmp_path: Path) -> None:
     size = 2
-    mp.spawn(_worker, args=(size, _free_port(), str(tmp_path)), nprocs=size)
+    mp.spawn(_worker, args=(size, free_port(), str(tmp_path)), nprocs=size)
     for rank in range(size):
         result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert result["rank"] == rank and result["is_main"] == (rank == 0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,13 +16,8 @@ httpx = pytest.importorskip("httpx", reason="the durability test needs httpx (di
 pytest.importorskip("uvicorn", reason="dinokit[serve] is not installed")
 
 import dinokit  # noqa: E402
+from tests._processes import free_port  # noqa: E402
 from tests.serve._helpers import COLOURS, jpeg_bytes, make_collection, picture  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _start(embeddings: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -51,7 +45,7 @@ def _wait_healthy(process: subprocess.Popen[bytes], url: str, log: Path) -> dict
 @pytest.mark.slow
 def test_added_images_survive_sigkill(tmp_path: Path) -> None:
     served = make_collection(tmp_path, per_class=2)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
     new = [jpeg_bytes(picture(COLOURS["blue"], 200 + i)) for i in range(2)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from PIL import Image
 uvicorn = pytest.importorskip("uvicorn", reason="dinokit[serve] is not installed")
 
 from dinokit.serve import ServeConfig, create_app  # noqa: E402
+from tests._processes import free_port  # noqa: E402
 from tests.serve._helpers import COLOURS, Served, make_collection  # noqa: E402
 from tests.viz._chromium import find_chromium, open_page  # noqa: E402
 
@@ -55,17 +55,11 @@ _CHECK = """JSON.stringify({ ...window.flow,
   status: document.querySelector('#status').textContent })"""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[tuple[str, Served]]:
     served = make_collection(tmp_path)
     config = ServeConfig(served.embeddings, clusters=served.clusters, duplicates=served.duplicates,
-                         precision="fp32", device="cpu", port=_free_port())  # fmt: skip
+                         precision="fp32", device="cpu", port=free_port())  # fmt: skip
     app = create_app(config)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=config.port,
                                            log_level="warning"))  # fmt: skip

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ import torch.multiprocessing as mp
 
 from dinokit.training import TrainConfig, train
 from dinokit.training import run as run_module
+from tests._processes import become_rank, free_port
 from tests.training.test_run import (
     fast_training,
     image_folder,
@@ -36,22 +35,9 @@ BATCH_PER_RANK = 2
 LR_STEP = 8e-6
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def ddp_worker(rank: int, port: int, configs: list[TrainConfig]) -> None:
     """One torchrun-like process: the variables torchrun would set, then ``train``."""
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(WORLD),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
+    become_rank(rank, WORLD, port)
     run_module.plot_curves = lambda *args, **kwargs: None  # this process only
     train(configs[rank])
 
