@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from dinokit.api import evaluate
+from dinokit.cli import main
 from dinokit.embeddings import Embeddings
 from tests.data._helpers import write_jpeg
 
@@ -79,8 +83,9 @@ def test_models_and_preprocessing_side_by_side(tmp_path) -> None:
     assert [(r.model, r.preprocess) for r in rows] == [
         ("vit_test", "center-crop"),
         ("vit_test", "resize"),
+        ("raw pixels (32 px)", "center-crop"),
     ]
-    for row in rows:
+    for row in rows[:2]:
         assert row.n_train == 8 and row.n_val == 4
         assert set(row.knn) == {1, 20} and all(0.0 <= v <= 1.0 for v in row.knn.values())
         assert row.linear is None and row.feature == "cls" and row.branch == "teacher"
@@ -91,3 +96,51 @@ def test_nothing_to_evaluate() -> None:
         evaluate()
     with pytest.raises(ValueError, match="needs --train"):
         evaluate("vit_test")
+
+
+def _colour_folder(root: Path, per_class: int, seed: int) -> Path:
+    """Classes that differ by colour only: noisy red vs noisy blue images of varied shapes."""
+    rng = np.random.default_rng(seed)
+    for name, colour in (("red", (200, 40, 40)), ("blue", (40, 40, 200))):
+        for i in range(per_class):
+            height, width = (30, 44) if i % 2 else (50, 36)
+            noise = rng.integers(-40, 41, (height, width, 3))
+            pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+            (root / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def test_raw_pixel_row_is_last_and_separates_colours(tmp_path) -> None:
+    # fp32 throughout (vit_test on CPU, weights "none"; pixel vectors are float32).
+    train = _colour_folder(tmp_path / "train", 6, seed=0)
+    val = _colour_folder(tmp_path / "val", 3, seed=1)
+    (train / "red" / "broken.jpg").write_bytes(b"")  # unreadable: skipped
+    write_jpeg(train / "loose.jpg", 40, 30)  # outside class folders: left out
+    rows = evaluate(
+        "vit_test", train=train, val=val, weights="none", k=(1, 5), linear=True, workers=0
+    )
+    assert [r.model for r in rows] == ["vit_test", "raw pixels (32 px)"]
+    baseline = rows[-1]
+    assert baseline.n_train == 12 and baseline.n_val == 6
+    assert baseline.knn == {1: 1.0, 5: 1.0} and baseline.linear == 1.0
+    assert baseline.feature == "pixels" and baseline.quality["effective_rank"] > 1.0
+
+
+def test_baselines_off_and_the_cli_flag(tmp_path, capsys) -> None:
+    train = _colour_folder(tmp_path / "train", 2, seed=0)
+    val = _colour_folder(tmp_path / "val", 1, seed=1)
+    known, _ = _known()
+    rows = evaluate(train_embeddings=known, train=train, val=val, k=(1,))
+    assert [r.model for r in rows][-1] == "raw pixels (32 px)" and len(rows) == 2
+    assert len(evaluate(train_embeddings=known, train=train, val=val, baselines=False)) == 1
+
+    file = str(known.save(tmp_path / "known.parquet"))
+    args = ["evaluate", "--train-embeddings", file, "--train", str(train), "--val", str(val)]
+    assert main([*args, "--k", "1", "--json"]) == 0
+    names = [row["model"] for row in json.loads(capsys.readouterr().out)]
+    assert names[-1] == "raw pixels (32 px)"
+    assert main([*args, "--k", "1"]) == 0
+    assert "raw pixels (32 px)" in capsys.readouterr().out
+    assert main([*args, "--k", "1", "--json", "--no-baselines"]) == 0
+    assert "raw pixels" not in capsys.readouterr().out

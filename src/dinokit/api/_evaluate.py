@@ -6,21 +6,38 @@ with :func:`dinokit.embed.embed`, then reports DINO's weighted kNN top-1 for eac
 (:func:`~dinokit.evaluation.linear.linear_probe`), and the label-free scores of the training
 embeddings (:func:`~dinokit.evaluation.quality.quality_score`). Embeddings files can be given
 instead of folders.
+
+With labelled ``train`` and ``val`` folders, one more row scores the raw-pixel baseline: every
+image centre-cropped (shorter side) and scaled to 32 x 32, its 3,072 pixel values centred by
+the training mean and L2-normalised (:func:`~dinokit.evaluation.pixels.raw_pixel_vectors`).
+32 px is the classic "tiny images" size: cheap to decode and to search for any dataset, and
+still the floor a learned embedding has to beat (about 40 % kNN top-1 on CIFAR-10).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from ..data.io import ImageReadError, center_crop, open_image, rescale
+from ..data.sources import list_images
 from ..embed import embed
 from ..embeddings import Embeddings
-from ..evaluation import REFERENCE_KS, label_scores, quality_score
+from ..evaluation import REFERENCE_KS, label_scores, pixel_mean, quality_score, raw_pixel_vectors
+from ..runtime.machine import default_workers
 
 logger = logging.getLogger(__name__)
+
+#: Side of the square images of the raw-pixel baseline (3 x 32 x 32 = 3,072 values).
+BASELINE_SIZE = 32
 
 
 @dataclass
@@ -73,6 +90,7 @@ def evaluate(
     workers: int | None = None,
     precision: str = "auto",
     device: str = "auto",
+    baselines: bool = True,
 ) -> list[EvaluationRow]:
     """kNN (and linear-probe) accuracy and label-free scores, one row per recipe.
 
@@ -94,9 +112,11 @@ def evaluate(
         workers: Loader processes (default: the embedder's).
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
         device: ``auto``, ``cpu``, ``cuda``...
+        baselines: With labelled ``train`` and ``val`` folders, add the raw-pixel kNN row
+            (model ``raw pixels (32 px)``) last.
 
     Returns:
-        One :class:`EvaluationRow` per recipe, in the order given.
+        One :class:`EvaluationRow` per recipe, in the order given, then the baseline row.
 
     Example:
         >>> rows = dinokit.evaluate(["dino_vits16", "runs/shop"], train="data/train",
@@ -123,7 +143,92 @@ def evaluate(
         rows.append(
             _row(_recorded_model(train_emb, train_embeddings), train_emb, val_emb, k, linear)
         )
+    if baselines and train is not None and val is not None:
+        baseline = raw_pixel_row(train, val, k=k, linear=linear, workers=workers)
+        if baseline is not None:
+            rows.append(baseline)
     return rows
+
+
+def raw_pixel_row(
+    train: str | Path,
+    val: str | Path,
+    *,
+    k: Sequence[int] = REFERENCE_KS,
+    linear: bool = False,
+    size: int = BASELINE_SIZE,
+    workers: int | None = None,
+) -> EvaluationRow | None:
+    """The raw-pixel baseline's scores: kNN (and linear probe) on centred, unit pixel vectors.
+
+    Args:
+        train: Labelled folder of reference images; its mean image is the centre.
+        val: Labelled folder of images to classify.
+        k: kNN neighbour counts.
+        linear: Also fit a linear probe.
+        size: Side of the square each image is centre-cropped and scaled to.
+        workers: Decoding threads (default: one fewer than the usable CPUs, at most 8).
+
+    Returns:
+        The row (model ``raw pixels (<size> px)``), or ``None`` when either folder has no
+        labelled readable image.
+    """
+    train_images, train_labels = _tiny_images(train, size, workers)
+    val_images, val_labels = _tiny_images(val, size, workers)
+    if not train_labels or not val_labels:
+        logger.info("raw-pixel baseline skipped: it needs labelled train and val folders")
+        return None
+    mean = pixel_mean(train_images)
+    train_x = raw_pixel_vectors(train_images, mean)
+    val_x = raw_pixel_vectors(val_images, mean)
+    row = EvaluationRow(
+        model=f"raw pixels ({size} px)",
+        preprocess="center-crop",
+        branch=None,
+        feature="pixels",
+        n_train=len(train_labels),
+        n_val=len(val_labels),
+        quality=quality_score(train_x).to_dict() if len(train_x) >= 2 else {},
+    )
+    row.knn, row.linear = label_scores(train_x, train_labels, val_x, val_labels, k=k, linear=linear)
+    return row
+
+
+def _tiny_images(
+    folder: str | Path, size: int, workers: int | None
+) -> tuple[NDArray[np.uint8], list[str]]:
+    """The labelled images of ``folder`` as (N, size, size, 3) uint8, and their N labels.
+
+    Images outside class folders are left out; unreadable ones are skipped with a warning.
+    """
+    records = [r for r in list_images(folder) if r.label is not None]
+    count = workers or default_workers(cap=8)
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        decoded = list(pool.map(lambda r: _tiny_image(r.path, size), records))
+    kept = [
+        (image, r.label) for image, r in zip(decoded, records, strict=True) if image is not None
+    ]
+    if len(kept) < len(records):
+        logger.warning(
+            "%s: %d unreadable images skipped by the raw-pixel baseline",
+            folder,
+            len(records) - len(kept),
+        )
+    images = np.stack([image for image, _ in kept]) if kept else np.zeros((0, size, size, 3))
+    return images.astype(np.uint8, copy=False), [label for _, label in kept if label is not None]
+
+
+def _tiny_image(path: Path, size: int) -> NDArray[np.uint8] | None:
+    """(size, size, 3) pixels of the centre square of ``path`` scaled to ``size``, or None
+    when the file cannot be read."""
+    try:
+        image = open_image(path, draft_size=size)
+    except ImageReadError as error:
+        logger.debug("%s", error)
+        return None
+    side = min(image.size)
+    square = center_crop(image, side, side)
+    return np.asarray(rescale(square, size / side, Image.Resampling.BICUBIC), dtype=np.uint8)
 
 
 def _embed_and_score(

@@ -59,6 +59,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--no-baselines",
+        dest="baselines",
+        action="store_false",
+        help="leave out the raw-pixel kNN row (added with labelled --train and --val folders)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(run=run)
 
@@ -83,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         precision=args.precision,
         device=args.device,
+        baselines=args.baselines,
     )
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2))
