@@ -82,6 +82,14 @@ class RunLog:
         if self.metrics is not None and self.resumed:
             earlier = knn_summary(read_metrics(self.metrics.path))
             self.best_knn = earlier.best.knn_top1 if earlier is not None else None
+            if self.best_knn is not None and not (out / BEST_TEACHER).is_file():
+                logger.warning(
+                    "%s: no %s for the earlier best kNN top-1 (%.1f%%); it is written when a "
+                    "measurement beats it",
+                    out,
+                    BEST_TEACHER,
+                    100 * self.best_knn,
+                )
         self.images_per_second = 0.0
         self._last = time.perf_counter()
         self._bar = ProgressBar(
