@@ -199,7 +199,9 @@ def build_config(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Train; on Ctrl-C the checkpoint is saved and the exit code is 130."""
     from ..training import train
+    from ..training.runlog import BEST_TEACHER
 
     out = train(build_config(args))
-    print(f"run saved in {out}: teacher.safetensors, student.safetensors, metrics.jsonl")
+    best = f", {BEST_TEACHER}" if (out / BEST_TEACHER).is_file() else ""
+    print(f"run saved in {out}: teacher.safetensors{best}, student.safetensors, metrics.jsonl")
     return 0

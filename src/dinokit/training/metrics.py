@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,61 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+@dataclass(frozen=True)
+class KnnPoint:
+    """One kNN measurement: top-1 accuracy (fraction) after ``epoch`` epochs, at ``step``."""
+
+    knn_top1: float
+    epoch: int
+    step: int
+
+
+@dataclass(frozen=True)
+class KnnSummary:
+    """What the kNN monitor says of a whole run: the starting model, the best and the last
+    measurement (the first of equal bests), with ``k`` neighbours."""
+
+    k: int
+    start: KnnPoint
+    best: KnnPoint
+    last: KnnPoint
+
+    @property
+    def worse_than_start(self) -> bool:
+        """The last measurement is below the starting model's."""
+        return self.last.knn_top1 < self.start.knn_top1
+
+    def line(self) -> str:
+        """``kNN top-1 (k=20): start 26.1% -> best 28.6% (epoch 2) -> last 27.8%``."""
+        return (
+            f"kNN top-1 (k={self.k}): start {100 * self.start.knn_top1:.1f}% -> "
+            f"best {100 * self.best.knn_top1:.1f}% (epoch {self.best.epoch}) -> "
+            f"last {100 * self.last.knn_top1:.1f}%"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``summary.json`` form: the three points, ``k``, the line and the verdict."""
+        return asdict(self) | {"line": self.line(), "worse_than_start": self.worse_than_start}
+
+
+def knn_summary(records: list[dict[str, Any]]) -> KnnSummary | None:
+    """Start, best and last of the ``kind: knn`` records (None without any).
+
+    The start is the first record: the teacher before the first step, which a run with the
+    monitor measures first.
+    """
+    points = [
+        KnnPoint(float(r["knn_top1"]), int(r["epoch"]), int(r["step"]))
+        for r in records
+        if r.get("kind") == "knn"
+    ]
+    if not points:
+        return None
+    k = next(int(r["k"]) for r in records if r.get("kind") == "knn")
+    best = max(points, key=lambda p: p.knn_top1)  # max keeps the first of equal values
+    return KnnSummary(k=k, start=points[0], best=best, last=points[-1])
 
 
 def plot_curves(metrics_path: Path, out: Path) -> Path | None:

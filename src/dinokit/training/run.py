@@ -32,7 +32,7 @@ from .loop import train_loop
 from .metrics import plot_curves
 from .optim import build_adamw, param_groups
 from .resolve import log_sources, resolve_config
-from .runlog import RunLog
+from .runlog import RunLog, report_knn
 from .start import StartingPoint, load_start
 from .state import TrainState
 from .tensorboard import check_tensorboard
@@ -47,7 +47,9 @@ def train(request: TrainConfig) -> Path:
 
     The folder receives ``config.yaml``, ``metrics.jsonl``, ``checkpoints/last.pt``,
     ``curves.png``, ``teacher.safetensors``, ``student.safetensors``, TensorBoard event files
-    with ``logger="tensorboard"`` and, when images could not be read, ``skipped.txt``.
+    with ``logger="tensorboard"`` and, when images could not be read, ``skipped.txt``. With
+    the kNN monitor (``eval_train``/``eval_val``) also ``teacher_best.safetensors`` (the
+    teacher of the best measurement) and ``summary.json`` (start -> best -> last).
 
     Raises:
         KeyboardInterrupt: after Ctrl-C, once a checkpoint is saved.
@@ -250,7 +252,8 @@ def _finish(
     failed: list[Failed],
     skipped: list[tuple[str, str]],
 ) -> None:
-    """``skipped.txt``, the teacher and student exports and ``curves.png`` (main process)."""
+    """``skipped.txt``, the teacher and student exports, ``curves.png`` and the kNN verdict
+    (main process)."""
     failed_all = all_gather_objects([(f.path, f.reason) for f in failed])
     if not process.is_main:
         return
@@ -260,16 +263,11 @@ def _finish(
         logger.warning(
             "%d images could not be read: listed in %s", len(unreadable), out / "skipped.txt"
         )
-    provenance = {
-        "run": str(out.resolve()),
-        "base_weights": state.base_weights,
-        "epochs": round(state.epoch_float, 3),
-        "steps": state.global_step,
-        "model": state.config.model,
-    }
+    provenance = state.provenance(out)
     for branch, network in (("teacher", state.teacher), ("student", state.student)):
         save_backbone(
             network.backbone, out / f"{branch}.safetensors", branch=branch, provenance=provenance
         )
     plot_curves(out / "metrics.jsonl", out / "curves.png")
+    report_knn(out)
     logger.info("run saved in %s (teacher.safetensors, student.safetensors)", out)

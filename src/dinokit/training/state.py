@@ -9,6 +9,7 @@ so ``--resume`` continues exactly. It also names the backbone config so that
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,6 +44,17 @@ class TrainState:
     def epoch_float(self) -> float:
         """Progress in epochs, fractional."""
         return self.epoch + self.step_in_epoch / self.schedules.steps_per_epoch
+
+    def provenance(self, run: Path) -> dict[str, Any]:
+        """What a backbone exported from this state records of its origin (run folder,
+        base weights, epochs and steps so far, model)."""
+        return {
+            "run": str(run.resolve()),
+            "base_weights": self.base_weights,
+            "epochs": round(self.epoch_float, 3),
+            "steps": self.global_step,
+            "model": self.config.model,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """Checkpoint contents (tensors, numbers, strings, lists and dicts only)."""
