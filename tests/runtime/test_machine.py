@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -34,3 +35,27 @@ def test_without_an_affinity_mask_every_cpu_counts(monkeypatch: pytest.MonkeyPat
     assert machine.usable_cpus() == 12
     monkeypatch.setattr(os, "cpu_count", lambda: None)
     assert machine.usable_cpus() == 1
+
+
+def test_threaded_map_keeps_order_and_holds_a_bounded_window() -> None:
+    """Results come in input order; with 2 threads, no more than 4 * 2 inputs are taken
+    before the first result is handed out."""
+    taken = []
+
+    def items() -> Iterator[int]:
+        for i in range(100):
+            taken.append(i)
+            yield i
+
+    results = machine.threaded_map(lambda x: x * x, items(), workers=2)
+    assert next(results) == 0
+    assert len(taken) <= 4 * 2
+    assert [0, *results] == [i * i for i in range(100)]
+
+
+def test_threaded_map_raises_the_items_error() -> None:
+    def fail(x: int) -> int:
+        raise ValueError(f"bad item {x}")
+
+    with pytest.raises(ValueError, match="bad item 0"):
+        list(machine.threaded_map(fail, [0, 1], workers=1))

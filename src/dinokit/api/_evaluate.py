@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from ..data.sources import list_images
 from ..embed import embed
 from ..embeddings import Embeddings
 from ..evaluation import REFERENCE_KS, label_scores, pixel_mean, quality_score, raw_pixel_vectors
-from ..runtime.machine import default_workers
+from ..runtime.machine import threaded_map
 
 logger = logging.getLogger(__name__)
 
@@ -202,9 +201,7 @@ def _tiny_images(
     Images outside class folders are left out; unreadable ones are skipped with a warning.
     """
     records = [r for r in list_images(folder) if r.label is not None]
-    count = workers or default_workers(cap=8)
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        decoded = list(pool.map(lambda r: _tiny_image(r.path, size), records))
+    decoded = list(threaded_map(lambda r: _tiny_image(r.path, size), records, workers=workers))
     kept = [
         (image, r.label) for image, r in zip(decoded, records, strict=True) if image is not None
     ]

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import io
 import logging
-from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from ..runtime.machine import default_workers
+from ..runtime.machine import threaded_map
 from .io import ImageReadError, open_image
 
 logger = logging.getLogger(__name__)
@@ -69,23 +67,15 @@ def stream_thumbnails(
 ) -> Iterator[Thumbnail]:
     """Thumbnails of ``paths`` in the same order, decoded by a thread pool.
 
-    PIL releases the GIL while decoding and resizing, so threads scale; at most
-    ``4 * workers`` results are held at any time.
+    At most ``4 * workers`` results are held at any time
+    (:func:`~dinokit.runtime.machine.threaded_map`).
 
     Args:
         paths: Image files.
         size: Longest side of each thumbnail in pixels.
-        workers: Decoding threads (default: :func:`~dinokit.runtime.default_workers`, at most 8).
+        workers: Decoding threads (default: one fewer than the usable CPUs, at most 8).
 
-    Yields:
-        One :class:`Thumbnail` per path, in order.
+    Returns:
+        An iterator of one :class:`Thumbnail` per path, in order.
     """
-    count = workers or default_workers(cap=8)
-    window: deque[Future[Thumbnail]] = deque()
-    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="thumbs") as pool:
-        for path in paths:
-            window.append(pool.submit(encode_thumbnail, path, size))
-            if len(window) >= 4 * count:
-                yield window.popleft().result()
-        while window:
-            yield window.popleft().result()
+    return threaded_map(lambda path: encode_thumbnail(path, size), paths, workers=workers)

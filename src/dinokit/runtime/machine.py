@@ -8,8 +8,11 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -50,6 +53,35 @@ def default_workers(*, cap: int) -> int:
         cap: The most workers this caller wants.
     """
     return max(1, min(cap, usable_cpus() - 1))
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def threaded_map(
+    fn: Callable[[T], R], items: Iterable[T], *, workers: int | None = None, cap: int = 8
+) -> Iterator[R]:
+    """``fn`` of each item, in order, computed by a pool of threads.
+
+    For image decoding and resizing: PIL releases the GIL there, so threads scale. At most
+    ``4 * workers`` results are held at any time, so memory stays bounded for long inputs.
+
+    Args:
+        fn: The work for one item.
+        items: The inputs.
+        workers: Threads (default: :func:`default_workers` with ``cap``).
+        cap: The most threads the default starts.
+    """
+    count = workers or default_workers(cap=cap)
+    window: deque[Future[R]] = deque()
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        for item in items:
+            window.append(pool.submit(fn, item))
+            if len(window) >= 4 * count:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
 
 
 def _cpuinfo(field: str) -> str | None:

@@ -13,7 +13,6 @@ rest under "other". Optional thumbnails sit at spread-out points (farthest-point
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +24,7 @@ from .._files import atomic_write
 from ..data.io import ImageReadError
 from ..data.thumbnails import thumbnail_image
 from ..embeddings import Embeddings
-from ..runtime.machine import default_workers
+from ..runtime.machine import threaded_map
 from ._map_figure import LegendEntry, color_groups, draw_map, spread_sample
 from .inputs import (
     Clusters,
@@ -185,8 +184,7 @@ def _load_thumbnails(emb: Embeddings, rows: NDArray[np.int64], size: int) -> lis
             logger.warning("map thumbnail skipped: %s", error)
             return row, None
 
-    with ThreadPoolExecutor(max_workers=default_workers(cap=8)) as pool:
-        loaded = list(pool.map(load, rows.tolist()))
+    loaded = threaded_map(load, rows.tolist())
     return [(row, image) for row, image in loaded if image is not None]
 
 
