@@ -13,6 +13,10 @@ from .tensorboard import TensorBoardLog
 logger = logging.getLogger(__name__)
 
 
+METRICS_FILE = "metrics.jsonl"
+"""The run's metric records (one JSON object per line), in the run folder."""
+
+
 class MetricsLog:
     """Appends records to ``metrics.jsonl``; on resume, drops records past the checkpoint.
 

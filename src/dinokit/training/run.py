@@ -29,7 +29,7 @@ from .checkpoint import LAST_CHECKPOINT, load_checkpoint
 from .config import ResolvedConfig, TrainConfig
 from .data import build_views_dataset, steps_per_epoch
 from .loop import train_loop
-from .metrics import plot_curves
+from .metrics import METRICS_FILE, plot_curves
 from .optim import build_adamw, param_groups
 from .resolve import log_sources, resolve_config
 from .runlog import RunLog, report_knn
@@ -268,6 +268,6 @@ def _finish(
         save_backbone(
             network.backbone, out / f"{branch}.safetensors", branch=branch, provenance=provenance
         )
-    plot_curves(out / "metrics.jsonl", out / "curves.png")
+    plot_curves(out / METRICS_FILE, out / "curves.png")
     report_knn(out)
     logger.info("run saved in %s (teacher.safetensors, student.safetensors)", out)

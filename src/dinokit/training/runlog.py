@@ -24,7 +24,7 @@ from .._progress import ProgressBar
 from ..models import save_backbone
 from ..runtime.distributed import ProcessInfo, barrier
 from .config import ResolvedConfig
-from .metrics import KnnSummary, MetricsLog, knn_summary, read_metrics
+from .metrics import METRICS_FILE, KnnSummary, MetricsLog, knn_summary, read_metrics
 from .monitor import CollapseWatch, KnnMonitor
 from .state import TrainState
 
@@ -68,7 +68,7 @@ class RunLog:
         self.collapse: CollapseWatch | None = None
         if process.is_main:
             self.metrics = MetricsLog(
-                out / "metrics.jsonl",
+                out / METRICS_FILE,
                 resume_step=resume_step,
                 tensorboard=config.logger == "tensorboard",
             )
@@ -156,7 +156,7 @@ def report_knn(out: Path) -> KnnSummary | None:
     Read from the run's ``metrics.jsonl``, so measurements before a resume count. When the
     last measurement is below the start, a warning says training made the features worse.
     """
-    metrics = out / "metrics.jsonl"
+    metrics = out / METRICS_FILE
     summary = knn_summary(read_metrics(metrics)) if metrics.is_file() else None
     if summary is None:
         return None
