@@ -102,6 +102,13 @@ class ProgressBar:
             self._last_log = now
             self._logger.info("%s", self.status())
 
+    def set_total(self, total: int | None) -> None:
+        """The loop's length changed."""
+        self.total = total
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
+
     def status(self) -> str:
         """One line: ``embed 512/2048 images, 85.3 images/s, 00:18 left``."""
         elapsed = max(time.perf_counter() - self._start, 1e-9)

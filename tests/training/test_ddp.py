@@ -58,6 +58,7 @@ def test_two_processes_step_like_one_process_with_the_whole_batch(
         "drop_path": 0.0,
         "max_steps": 1,
         "seed": 11,
+        "lr": 5e-4,  # the reference's: LR_STEP below
         "koleo": 0.0,
         "use_bn_in_head": use_bn_in_head,
     }

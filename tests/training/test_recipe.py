@@ -90,7 +90,8 @@ def test_momentum_rule_keeps_the_decay_per_image() -> None:
 
 
 def test_momentum_auto_follows_the_total_batch_and_a_set_value_wins() -> None:
-    config = tiny_config("unused", "unused", batch_size=8)
+    # 72 px crops: not small images, so the reference's momentum is the base.
+    config = tiny_config("unused", "unused", batch_size=8, global_size=72, local_size=32)
     resolved = resolve(config)
     assert resolved.momentum == pytest.approx(0.996 ** (8 / 1024), rel=1e-12)
     assert (
@@ -101,6 +102,14 @@ def test_momentum_auto_follows_the_total_batch_and_a_set_value_wins() -> None:
     assert under_ddp.momentum == pytest.approx(0.996 ** (32 / 1024), rel=1e-12)
     chosen = resolve(tiny_config("unused", "unused", batch_size=8, momentum=0.99))
     assert chosen.momentum == 0.99 and "momentum" not in chosen.sources
+
+
+def test_momentum_from_scratch_on_small_images_is_the_measured_one_per_image() -> None:
+    # docs/finetuning.md: 0.99 at batch 128 for short runs on 32 px images, per image elsewhere.
+    small = resolve(tiny_config("unused", "unused", batch_size=8))
+    assert small.momentum == pytest.approx(0.99 ** (8 / 128), rel=1e-12)
+    assert small.sources["momentum"].startswith("small images from scratch: 0.99 at batch 128")
+    assert resolve(tiny_config("unused", "unused", batch_size=128)).momentum == 0.99
 
 
 def test_full_checkpoint_continues_its_recipe(boosted: DinoFullCheckpoint) -> None:

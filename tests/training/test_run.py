@@ -156,8 +156,9 @@ def test_config_yaml_is_resolved_and_reloads(finished_run: Path) -> None:
         "local_size",
     ):
         assert saved[key] is not None, key
-    # From scratch: the reference lr, no layer decay, 10% lr warm-up, 96/224 local crops.
-    assert saved["lr"] == 5e-4 and saved["layer_decay"] == 1.0
+    # From scratch on small images (32 px crops): the measured lr, no layer decay, 10% lr
+    # warm-up; the local crops were set.
+    assert saved["lr"] == 4e-3 and saved["layer_decay"] == 1.0
     assert saved["warmup_epochs"] == pytest.approx(0.2) and saved["head_warmup_epochs"] == 0
     assert (saved["out_dim"], saved["global_size"], saved["local_size"]) == (64, 32, 16)
     assert saved["resume"] is False

@@ -10,7 +10,15 @@ from typing import Any
 from ..dino import defaults as ref
 from ..dino.koleo import DINOV2_KOLEO_WEIGHT
 from ..training import TrainConfig
-from ..training.resolve import FINE_TUNING_LAYER_DECAY, FINE_TUNING_LR
+from ..training.resolve import (
+    CPU_BATCH,
+    CUDA_BATCH,
+    FINE_TUNING_LAYER_DECAY,
+    FINE_TUNING_LR,
+    SMALL_IMAGES,
+    SMALL_IMAGES_BATCH,
+    SMALL_SCRATCH_LR,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -21,18 +29,26 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--weights", "weights", str, "weights file, or 'none' to train from scratch"),
     ("--epochs", "epochs", int, f"epochs (default {TrainConfig.epochs})"),
     (
+        "--budget",
+        "budget",
+        str,
+        "the run's length as time (15m, 2h, 1h30m) or steps (500): every schedule spans it, "
+        "the run ends at it with its exports (overrides --epochs)",
+    ),
+    (
         "--batch-size",
         "batch_size",
         int,
-        f"images per step and process (default {TrainConfig.batch_size})",
+        f"images per step and process (auto: {SMALL_IMAGES_BATCH} for crops <= {SMALL_IMAGES} "
+        f"px, else {CPU_BATCH} on a CPU, {CUDA_BATCH} per GPU; at most 1/4 of the images)",
     ),
-    ("--max-steps", "max_steps", int, "stop at step N (schedules span --epochs; not resumed)"),
+    ("--max-steps", "max_steps", int, "stop at step N (schedules span the run; not resumed)"),
     (
         "--lr",
         "lr",
         float,
-        f"base lr per {ref.LR_BATCH} images "
-        f"(auto: {ref.BASE_LR:g} scratch, {FINE_TUNING_LR:g} fine-tuning)",
+        f"base lr per {ref.LR_BATCH} images (auto: {ref.BASE_LR:g} scratch, "
+        f"{SMALL_SCRATCH_LR:g} scratch on small images, {FINE_TUNING_LR:g} fine-tuning)",
     ),
     ("--min-lr", "min_lr", float, f"final lr ({ref.MIN_LR:g})"),
     (
@@ -65,7 +81,8 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
         "--head-warmup-epochs",
         "head_warmup_epochs",
         float,
-        "train only the head first (auto: 1 epoch when fine-tuning with a new head)",
+        "train only the head first (auto when fine-tuning with a new head: 10%% of the run, "
+        "<= 1 epoch)",
     ),
     ("--drop-path", "drop_path", float, f"student stochastic depth ({ref.DROP_PATH:g}*)"),
     ("--out-dim", "out_dim", int, "prototypes (auto: ~20 images each, or the loaded head's)"),
@@ -73,7 +90,7 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
         "--freeze-last-layer",
         "freeze_last_layer",
         float,
-        f"epochs with the last layer frozen ({ref.FREEZE_LAST_LAYER:g}*)",
+        f"epochs with the last layer frozen (auto: 1%% of the run, <= {ref.FREEZE_LAST_LAYER:g}*)",
     ),
     (
         "--teacher-temp",
@@ -177,16 +194,19 @@ def add_parser(subparsers: Any) -> None:
 def build_config(args: argparse.Namespace) -> Any:
     """Merge defaults, ``--config`` YAML, the saved config of a resumed run, and flags."""
     from ..config_io import read_yaml
-    from ..training.run import CONFIG_FILE
+    from ..training.config import CONFIG_FILE
 
     values: dict[str, Any] = {}
     if args.config:
         values.update(read_yaml(args.config))
     saved = Path(args.out) / CONFIG_FILE
+    given = {dest: getattr(args, dest) for _, dest, _, _ in _OPTIONS}
     if args.resume and saved.is_file():
         # max_steps stops one invocation early; a resumed run goes on unless given again.
-        values.update({k: v for k, v in read_yaml(saved).items() if k != "max_steps"})
-    given = {dest: getattr(args, dest) for _, dest, _, _ in _OPTIONS}
+        # The steps its budget or epochs became hold, unless a new length is given.
+        new_length = given["epochs"] is not None or given["budget"] is not None
+        dropped = {"max_steps", "steps"} if new_length else {"max_steps"}
+        values.update({k: v for k, v in read_yaml(saved).items() if k not in dropped})
     values.update({k: v for k, v in given.items() if v is not None})
     if args.data:
         values["data"] = list(args.data)

@@ -16,7 +16,7 @@ from dinokit.dino.head import (
 from dinokit.dino.koleo import koleo_loss, koleo_per_crop
 from dinokit.dino.loss import DINOLoss, teacher_temperature
 from dinokit.dino.multicrop import MultiCropTransform
-from dinokit.dino.schedules import Schedules, cosine_schedule, dino_schedules, scaled_lr
+from dinokit.dino.schedules import Schedules, cosine_schedule, dino_schedules, respan, scaled_lr
 
 __all__ = [
     "DINOHead",
@@ -32,6 +32,7 @@ __all__ = [
     "koleo_loss",
     "koleo_per_crop",
     "make_teacher",
+    "respan",
     "scaled_lr",
     "teacher_temperature",
     "to_legacy_head_state_dict",

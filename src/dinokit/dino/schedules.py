@@ -11,6 +11,8 @@ Differences from the reference:
   end of the run (keeping its slope) instead of breaking the schedule.
 * The cosine reaches ``final_value`` at the last step (the reference divides by the number
   of cosine steps, so it stops one step short: the teacher momentum never reaches 1).
+* A run may end inside an epoch (a budget of time or steps), and a time budget may be refitted
+  while it runs: :func:`respan` stretches what is left of each schedule over the new length.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def scaled_lr(base_lr: float, batch_size: int) -> float:
 
 @dataclass(frozen=True)
 class Schedules:
-    """The recipe's per-step values over a whole run, each ``(epochs * steps_per_epoch,)``.
+    """The recipe's per-step values over a whole run, each ``(total_steps,)``.
 
     Attributes:
         lr: Learning rate: linear warm-up from 0, then cosine to the minimum.
@@ -130,11 +132,12 @@ def dino_schedules(
     weight_decay: float = WEIGHT_DECAY,
     weight_decay_end: float = WEIGHT_DECAY_END,
     momentum: float = TEACHER_MOMENTUM,
+    total_steps: int | None = None,
 ) -> Schedules:
     """The reference's three schedules (``main_dino.py``, "init schedulers").
 
     Args:
-        n_epochs: Number of epochs.
+        n_epochs: Number of epochs (the run's length when ``total_steps`` is None).
         steps_per_epoch: Optimizer steps per epoch.
         batch_size: Total batch size over all processes (scales the lr, :func:`scaled_lr`).
         base_lr: Learning rate for a batch of 256, reached at the end of the warm-up.
@@ -144,15 +147,16 @@ def dino_schedules(
         weight_decay: Weight decay at step 0.
         weight_decay_end: Weight decay at the last step.
         momentum: Teacher momentum at step 0; 1.0 at the last step.
+        total_steps: The run's length in steps, when it is not whole epochs (a budget).
 
     Returns:
-        The schedules, ``n_epochs * steps_per_epoch`` values each.
+        The schedules, ``total_steps`` (default ``n_epochs * steps_per_epoch``) values each.
     """
     if n_epochs < 1 or steps_per_epoch < 1:
         raise ValueError(
             f"need n_epochs >= 1 and steps_per_epoch >= 1, got {n_epochs} and {steps_per_epoch}"
         )
-    total = n_epochs * steps_per_epoch
+    total = n_epochs * steps_per_epoch if total_steps is None else total_steps
     return Schedules(
         lr=cosine_schedule(
             scaled_lr(base_lr, batch_size),
@@ -164,4 +168,40 @@ def dino_schedules(
         # The momentum is raised to 1 during training with a cosine (reference comment).
         momentum=cosine_schedule(momentum, FINAL_TEACHER_MOMENTUM, total_steps=total),
         steps_per_epoch=steps_per_epoch,
+    )
+
+
+def respan(schedules: Schedules, *, done: int, total_steps: int) -> Schedules:
+    """The schedules of a run whose length changed after ``done`` steps, to ``total_steps``.
+
+    The first ``done`` values are kept; what was left of each schedule (its values from step
+    ``done`` to its end) is stretched or squeezed linearly over steps ``done`` to
+    ``total_steps - 1``, so every schedule still ends at its final value on the last step and
+    a warm-up in progress keeps its share of the rest of the run.
+
+    Args:
+        schedules: The current schedules, ``(T,)`` each, with ``done < T``.
+        done: Steps already taken.
+        total_steps: The new length, ``> done``.
+
+    Returns:
+        New schedules, ``(total_steps,)`` each.
+    """
+    old_total = len(schedules.lr)
+    if not 0 <= done < old_total or total_steps <= done:
+        raise ValueError(
+            f"respan: need 0 <= done < {old_total} and total_steps > done, got done={done}, "
+            f"total_steps={total_steps}"
+        )
+    positions = np.linspace(done, old_total - 1, total_steps - done)
+    steps = np.arange(old_total, dtype=np.float64)
+
+    def stretch(values: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.concatenate((values[:done], np.interp(positions, steps, values)))
+
+    return Schedules(
+        lr=stretch(schedules.lr),
+        weight_decay=stretch(schedules.weight_decay),
+        momentum=stretch(schedules.momentum),
+        steps_per_epoch=schedules.steps_per_epoch,
     )

@@ -11,13 +11,17 @@ and writes it to ``config.yaml``. Defaults are the reference's
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from ..config_io import from_dict, to_yaml_dict
+from ..config_io import from_dict, to_yaml_dict, write_yaml
 from ..dino import defaults
 from ..models.factory import NO_WEIGHTS
 from ..runtime.machine import default_workers
+from .budget import parse_budget
 
+CONFIG_FILE = "config.yaml"
+"""The resolved config of a run, in its folder (what ``--resume`` reads back)."""
 LOGGERS = ("jsonl", "tensorboard")
 """Where training metrics go: ``metrics.jsonl`` always, TensorBoard events too."""
 
@@ -27,17 +31,19 @@ class _Settings:
     """The values that are never automatic: the same in a request and in a resolved config.
 
     ``None`` here is not *auto*: ``weights: None`` is the model's official weights,
-    ``max_steps: None`` no early stop, ``eval_train``/``eval_val: None`` no kNN monitor.
+    ``budget: None`` a run of ``epochs``, ``max_steps: None`` no early stop,
+    ``eval_train``/``eval_val: None`` no kNN monitor.
     """
 
     data: list[str] = field(default_factory=list)
     model: str = "dino_vits16"
     weights: str | None = None
     out: str = "runs/dino"
-    # Length and batch.
+    # Length: epochs, or a budget of time ("15m", "2h") or steps ("500") that every
+    # schedule spans (the budget wins over epochs).
     epochs: int = 20
-    batch_size: int = 32  # per process
-    max_steps: int | None = None  # stop early (the schedules still span `epochs`)
+    budget: str | None = None
+    max_steps: int | None = None  # stop early (the schedules still span the run)
     # Optimisation, DINO head and loss.
     min_lr: float = defaults.MIN_LR
     freeze_blocks: int = 0
@@ -90,6 +96,9 @@ class TrainConfig(_Settings):
     with the weights, whether the run fine-tunes or trains from scratch, and the reference.
     """
 
+    # Length and batch.
+    steps: int | None = None  # auto: epochs x steps per epoch, or what the budget buys
+    batch_size: int | None = None  # per process; auto: by crop size, at most 1/4 of the data
     # Optimisation (reference: AdamW, lr per 256 images, linear warm-up, cosine).
     lr: float | None = None  # per 256 images; auto: lower when fine-tuning
     warmup_epochs: float | None = None  # auto: 10% of the run, at most the reference's
@@ -136,8 +145,12 @@ class TrainConfig(_Settings):
         """Raise ``ValueError`` with a clear message on an impossible value."""
         if not self.data:
             raise ValueError("no training data: pass one or more image folders or list files")
-        if self.epochs < 1 or self.batch_size < 1:
+        if self.epochs < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise ValueError("epochs and batch_size must be >= 1")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError("steps must be >= 1")
+        if self.budget is not None:
+            parse_budget(self.budget)
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
             raise ValueError(f"precision must be auto, bf16, fp16 or fp32, not {self.precision}")
         if self.logger not in LOGGERS:
@@ -146,7 +159,7 @@ class TrainConfig(_Settings):
             raise ValueError(f"centering must be center or sinkhorn, not {self.centering}")
         if self.koleo is not None and not self.koleo >= 0:
             raise ValueError(f"koleo must be >= 0 (0 disables it), not {self.koleo}")
-        if self.koleo and self.batch_size < 2:
+        if self.koleo and self.batch_size is not None and self.batch_size < 2:
             raise ValueError("koleo needs a batch of at least 2 images per process; use --koleo 0")
         if self.local_crops is not None and self.local_crops < 0:
             raise ValueError("local_crops must be >= 0")
@@ -168,6 +181,8 @@ class ResolvedConfig(_Settings):
     a source was set by the user. :meth:`record` is what ``config.yaml`` holds.
     """
 
+    steps: int
+    batch_size: int
     lr: float
     warmup_epochs: float
     weight_decay: float
@@ -202,3 +217,9 @@ class ResolvedConfig(_Settings):
         if "precision" in self.sources:
             values["precision"] = "auto"
         return values | {"resume": False}
+
+
+def write_run_config(out: Path, config: ResolvedConfig) -> None:
+    """``config.yaml`` of the run in ``out``: the values and, as comments, where the
+    automatic ones came from."""
+    write_yaml(out / CONFIG_FILE, config.record(), comments=config.sources)

@@ -5,16 +5,19 @@ views, student on all views, the loss (float32; plus the optional KoLeo term on 
 student's global CLS tokens, DINOv2), backward, per-parameter clipping, the last layer's
 gradient cancelled during its freeze, the optimizer step, then the teacher EMA.
 Around the steps (:func:`train_loop`): the head warm-up, logging, checkpoints at every
-epoch end (and every ``save_every`` steps), the kNN monitor, and the early stops (Ctrl-C,
-``max_steps``).
+epoch end (and every ``save_every`` steps), the kNN monitor, the run's end (its ``steps``,
+which a budget may end inside an epoch; a time budget's are refitted to the measured pace),
+and the early stops (Ctrl-C, ``max_steps``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import signal
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -22,11 +25,13 @@ from typing import Any
 import torch
 
 from ..data import Failed
-from ..dino import cancel_last_layer_gradients, koleo_per_crop, update_teacher
+from ..dino import cancel_last_layer_gradients, koleo_per_crop, respan, update_teacher
 from ..runtime import distributed
-from ..runtime.distributed import ProcessInfo
+from ..runtime.distributed import ProcessInfo, all_gather_objects
 from ..runtime.precision import autocast_context
+from .budget import BudgetClock
 from .checkpoint import LAST_CHECKPOINT, save_checkpoint
+from .config import write_run_config
 from .data import EpochBatchSampler, SeededViews, epoch_loader
 from .optim import apply_schedules, clip_gradients, freeze_backbone
 from .runlog import RunLog
@@ -37,6 +42,8 @@ logger = logging.getLogger(__name__)
 N_GLOBAL_VIEWS = 2
 INTERRUPTED = "interrupt"
 MAX_STEPS = "max_steps"
+#: A time-budgeted run checks its pace at every epoch end and this often (share of the run).
+REFIT_EVERY = 0.05
 
 
 class NonFiniteLossError(RuntimeError):
@@ -44,16 +51,24 @@ class NonFiniteLossError(RuntimeError):
 
 
 def train_loop(
-    state: TrainState, dataset: SeededViews, *, process: ProcessInfo, log: RunLog, out: Path
+    state: TrainState,
+    dataset: SeededViews,
+    *,
+    process: ProcessInfo,
+    log: RunLog,
+    out: Path,
+    clock: BudgetClock | None = None,
 ) -> list[Failed]:
     """Train from the state's position to the end of the run, or to an early stop.
 
     Args:
-        state: The run state (updated in place).
+        state: The run state (updated in place; a time budget's refit replaces its config
+            and schedules).
         dataset: The multi-crop views of the training images.
         process: This process's place in the job (rank, world size, device).
         log: Where the run reports.
         out: The run folder (checkpoints).
+        clock: A time budget's clock: the run's length follows the measured pace.
 
     Returns:
         The images that could not be read.
@@ -66,11 +81,16 @@ def train_loop(
     cuda = device.type == "cuda"
     autocast = autocast_context(config.precision, device)
     failed: list[Failed] = []
+    measured = time.perf_counter()
     if not log.resumed:
         log.knn(state, autocast)  # the "before" number
+    if clock is not None:
+        clock.reserve = time.perf_counter() - measured  # the last measurement will take as long
+        clock.start_steps(state.global_step)
+    refit_every = max(1, round(REFIT_EVERY * config.steps))
     with _CtrlC() as ctrl_c:
         stop = _stop_reason(state, ctrl_c)  # a resumed run may have reached max_steps
-        while state.epoch < config.epochs and stop is None:
+        while state.global_step < state.config.steps and stop is None:
             sampler = EpochBatchSampler(
                 len(dataset),
                 config.batch_size,
@@ -93,28 +113,67 @@ def train_loop(
                     state.step_in_epoch += 1
                     state.global_step += 1
                 if config.save_every and state.global_step % config.save_every == 0:
-                    _save(state, out / LAST_CHECKPOINT, process)
+                    _save(state, out / LAST_CHECKPOINT, process, clock)
+                if clock is not None and state.global_step % refit_every == 0:
+                    _refit(state, clock, process, log, out)
                 stop = _stop_reason(state, ctrl_c)
-                if stop is not None:
+                if stop is not None or state.global_step >= state.config.steps:
                     break
 
-            # ============ the end of an epoch, or an early stop ... ============
+            # ============ the end of an epoch, of the run, or an early stop ... ============
+            epoch_end = time.perf_counter()
+            run_done = state.global_step >= state.config.steps
             epoch_done = state.step_in_epoch == state.schedules.steps_per_epoch
             if epoch_done:
                 state.epoch += 1
                 state.step_in_epoch = 0
-            _save(state, out / LAST_CHECKPOINT, process)
+            _save(state, out / LAST_CHECKPOINT, process, clock)
             if epoch_done and config.keep_every and state.epoch % config.keep_every == 0:
-                _save(state, out / f"checkpoints/epoch_{state.epoch:04d}.pt", process)
+                _save(state, out / f"checkpoints/epoch_{state.epoch:04d}.pt", process, clock)
             if stop == INTERRUPTED:  # also on an epoch's last step: stop, export nothing
                 raise KeyboardInterrupt(
                     f"checkpoint saved to {out / LAST_CHECKPOINT}; continue with --resume"
                 )
-            if epoch_done and (
-                state.epoch % config.eval_every == 0 or state.epoch == config.epochs
-            ):
+            if run_done or (epoch_done and state.epoch % config.eval_every == 0):
                 log.knn(state, autocast)
+            if clock is not None:
+                # Kept free for the last epoch end and the exports.
+                clock.reserve = max(clock.reserve, time.perf_counter() - epoch_end)
+                if not run_done:
+                    _refit(state, clock, process, log, out)
     return failed
+
+
+def _refit(
+    state: TrainState, clock: BudgetClock, process: ProcessInfo, log: RunLog, out: Path
+) -> None:
+    """Fit a time-budgeted run's length to its measured pace (the main process decides):
+    what is left of each schedule is stretched over the new length, and ``config.yaml``
+    records it."""
+    config = state.config
+    fitted = clock.fit(state.global_step, config.steps) if process.is_main else None
+    total = all_gather_objects(fitted)[0]
+    if total is None:
+        return
+    state.schedules = respan(state.schedules, done=state.global_step, total_steps=total)
+    measured = config.sources.get("steps", "").split("; refitted")[0]
+    note = f"{measured}; refitted at step {state.global_step} to the measured pace"
+    state.config = dataclasses.replace(
+        config,
+        steps=total,
+        epochs=math.ceil(total / state.schedules.steps_per_epoch),
+        sources=config.sources | {"steps": note},
+    )
+    log.set_total_steps(total)
+    if process.is_main:
+        write_run_config(out, state.config)
+    logger.info(
+        "budget %s: %d steps instead of %d at the pace measured so far (%.0f s left)",
+        config.budget,
+        total,
+        config.steps,
+        clock.left(),
+    )
 
 
 def train_step(
@@ -201,8 +260,10 @@ def _freeze_backbone(state: TrainState, frozen: bool) -> None:
         freeze_backbone(state.student, frozen, freeze_blocks=state.config.freeze_blocks)
 
 
-def _save(state: TrainState, path: Path, process: ProcessInfo) -> None:
+def _save(state: TrainState, path: Path, process: ProcessInfo, clock: BudgetClock | None) -> None:
     """The main process writes the checkpoint; every process waits for it."""
+    if clock is not None:
+        state.spent_seconds = clock.spent()
     if process.is_main:
         save_checkpoint(path, state.state_dict())
     distributed.barrier()

@@ -7,6 +7,10 @@ head's shape > the recipe recorded with the weights (an official full checkpoint
 reference's defaults (:mod:`dinokit.dino.defaults`). Each rule below fills one value or one
 group, as ``{field: (value, where it came from)}``; only the fields the user left on auto
 take it. ``docs/training.md`` gives the why of each rule.
+
+The run's length comes first (:class:`Facts`): epochs, or a budget of steps, or a budget of
+time turned into steps by the measured time per step. Every warm-up and freeze is then a
+share of that length, so a 15-minute run has the same shape as a 100-epoch one.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from ..dino.head import HeadShape
 from ..dino.koleo import DINOV2_KOLEO_WEIGHT
 from ..models.factory import NO_WEIGHTS
 from ..runtime.precision import resolve_precision
+from .budget import parse_budget, steps_for_time
 from .config import ResolvedConfig, TrainConfig, is_fine_tuning
+from .data import steps_per_epoch
 from .recipe import RECIPE_ARGS, momentum_for_batch, show
 from .start import StartingPoint
 
@@ -37,27 +43,77 @@ Filled = dict[str, tuple[Any, str]]
 #: pretrained features, and early blocks should move least.
 FINE_TUNING_LR = 1e-4
 FINE_TUNING_LAYER_DECAY = 0.75
-#: Epochs a new head trains alone on top of pretrained features (backbone frozen).
+#: Epochs a new head trains alone on top of pretrained features (backbone frozen), at most
+#: this fraction of the run.
 NEW_HEAD_WARMUP_EPOCHS = 1.0
+NEW_HEAD_WARMUP_FRACTION = 0.1
 #: The lr warm-up takes this fraction of the run, at most the reference's 10 epochs.
 LR_WARMUP_FRACTION = 0.1
+#: The last layer stays frozen for this fraction of the run, at most the reference's 1 epoch
+#: (1 of its 100).
+FREEZE_LAST_LAYER_FRACTION = 0.01
+#: Global crops of at most this many pixels are "small images" (CIFAR-sized, thumbnails).
+SMALL_IMAGES = 64
+#: From scratch on small images: the recipe measured in docs/finetuning.md (section 1), where
+#: the reference's (made for 100+ epochs of ViT-S/16 at 224 px on a batch of 1024) barely moves
+#: a short run: a higher lr, BatchNorm in the head, no stochastic depth, 4 local crops, and a
+#: teacher that follows the student (momentum 0.99 at batch 128, per image).
+SMALL_SCRATCH_LR = 4e-3
+SMALL_SCRATCH_LOCAL_CROPS = 4
+SMALL_SCRATCH_MOMENTUM, SMALL_SCRATCH_MOMENTUM_BATCH = 0.99, 128
+#: Automatic batch per process: small images fill the machine only in larger batches.
+SMALL_IMAGES_BATCH, CPU_BATCH, CUDA_BATCH = 128, 32, 64
+#: An automatic batch leaves at least this many steps in an epoch.
+MIN_STEPS_PER_EPOCH = 4
+#: A local crop is at least this many patches wide (3 x 3 patch tokens teach little).
+MIN_LOCAL_PATCHES = 4
 # The paper's 65,536 prototypes for ImageNet's 1,281,167 images: about 20 images each.
 IMAGES_PER_PROTOTYPE = 20
 MIN_AUTO_OUT_DIM = 256
 
 
 @dataclass(frozen=True)
+class StepTime:
+    """A time budget's measure: ``seconds`` per step, measured over ``timed`` steps, with
+    ``spent`` seconds of the budget already used (start-up, the measurement itself)."""
+
+    seconds: float
+    timed: int
+    spent: float
+
+
+@dataclass(frozen=True)
 class Facts:
-    """What the rules read besides the request."""
+    """What the rules read besides the request, the run's shape included."""
 
     start: StartingPoint
     fine_tuning: bool
     n_images: int | None
     world_size: int
+    global_size: int
+    batch: int  # per process
+    batch_note: str
+    steps_per_epoch: int
+    steps: int  # the run's length
+    steps_note: str
 
     @property
     def start_kind(self) -> str:
         return "fine-tuning" if self.fine_tuning else "from scratch"
+
+    @property
+    def run_epochs(self) -> float:
+        """The run's length in epochs (fractional when a budget ends it inside one)."""
+        return self.steps / self.steps_per_epoch
+
+    @property
+    def small_images(self) -> bool:
+        return self.global_size <= SMALL_IMAGES
+
+    @property
+    def small_scratch(self) -> bool:
+        """From scratch on small images: the measured recipe applies."""
+        return not self.fine_tuning and self.small_images
 
 
 def resolve_config(
@@ -68,17 +124,22 @@ def resolve_config(
     world_size: int = 1,
     device: torch.device | None = None,
     recorded: Mapping[str, Any] | None = None,
+    step_time: StepTime | None = None,
 ) -> ResolvedConfig:
     """Every *auto* value of ``request`` resolved, with where each came from.
 
     Args:
         request: The requested config.
         start: The backbone and what its weights file brings (head, recipe).
-        n_images: Training images (sets the automatic ``out_dim``), if known.
+        n_images: Training images (the automatic ``out_dim``, batch and steps per epoch), if
+            known.
         world_size: Processes (the momentum rule follows the total batch).
-        device: This process's device (the automatic precision); the CPU when None.
+        device: This process's device (the automatic precision and batch); the CPU when None.
         recorded: A resumed run's checkpoint metadata: the first run's notes are kept for
             the values that did not change.
+        step_time: The measured time per step, which turns a time budget into steps; without
+            it a time budget's length is provisional (the run's ``epochs``), enough to build
+            the networks and measure the steps.
 
     Raises:
         ValueError: a value the user set contradicts the loaded head, or a crop size is not
@@ -88,17 +149,23 @@ def resolve_config(
     values = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
     if request.weights is None and start.weights is None:
         values["weights"] = NO_WEIGHTS  # e.g. vit_test: no official file, so from scratch
-    facts = Facts(
-        start=start,
+    facts = _facts(
+        request,
+        start,
         fine_tuning=is_fine_tuning(values["weights"]),
         n_images=n_images,
         world_size=world_size,
+        device=device,
+        step_time=step_time,
     )
     sources: dict[str, str] = {}
     for rule in RULES:
         for name, (value, source) in rule(request, facts).items():
             if getattr(request, name) is None:
                 values[name], sources[name] = value, source
+    values["epochs"] = math.ceil(facts.steps / facts.steps_per_epoch)
+    if request.budget is not None:
+        sources["epochs"] = f"budget {request.budget}: {facts.run_epochs:.3g} epochs"
     values["precision"] = resolve_precision(request.precision, device or torch.device("cpu"))
     if request.precision == "auto":
         sources["precision"] = f"{values['precision']} on this machine"
@@ -108,7 +175,90 @@ def resolve_config(
     return dataclasses.replace(config, sources=kept | sources) if kept else config
 
 
+def _facts(
+    request: TrainConfig,
+    start: StartingPoint,
+    *,
+    fine_tuning: bool,
+    n_images: int | None,
+    world_size: int,
+    device: torch.device | None,
+    step_time: StepTime | None,
+) -> Facts:
+    """The run's shape: crop size, batch, steps per epoch and length, in that order (each
+    depends on the one before)."""
+    global_size = request.global_size or start.backbone.preprocessing.size
+    cuda = device is not None and device.type == "cuda"
+    batch, batch_note = auto_batch(global_size, n_images, world_size=world_size, cuda=cuda)
+    if request.batch_size is not None:
+        batch = request.batch_size
+    per_epoch = steps_per_epoch(n_images, batch, world_size) if n_images else 1
+    steps, steps_note = _run_length(request, per_epoch, step_time)
+    return Facts(
+        start=start,
+        fine_tuning=fine_tuning,
+        n_images=n_images,
+        world_size=world_size,
+        global_size=global_size,
+        batch=batch,
+        batch_note=batch_note,
+        steps_per_epoch=per_epoch,
+        steps=steps,
+        steps_note=steps_note,
+    )
+
+
+def auto_batch(
+    global_size: int, n_images: int | None, *, world_size: int = 1, cuda: bool = False
+) -> tuple[int, str]:
+    """The automatic batch per process, and why.
+
+    Small images (global crops of at most :data:`SMALL_IMAGES` px) fill the machine only in
+    large batches: 128. Larger ones: the reference's 64 per GPU, 32 on a CPU. Either way at
+    most the power of two that leaves :data:`MIN_STEPS_PER_EPOCH` steps in an epoch.
+    """
+    if global_size <= SMALL_IMAGES:
+        batch, why = SMALL_IMAGES_BATCH, f"global crops of {global_size} px"
+    else:
+        batch, why = (CUDA_BATCH, "per GPU (reference)") if cuda else (CPU_BATCH, "on a CPU")
+    if n_images:
+        per_process = max(n_images // (world_size * MIN_STEPS_PER_EPOCH), 1)
+        cap = 2 ** int(math.log2(per_process))
+        if cap < batch:
+            return cap, f"{MIN_STEPS_PER_EPOCH}+ steps per epoch of {n_images} images"
+    return batch, why
+
+
+def _run_length(
+    request: TrainConfig, per_epoch: int, step_time: StepTime | None
+) -> tuple[int, str]:
+    """The run's length in steps: set (a resumed run's), a budget's, or the epochs'."""
+    if request.steps is not None:
+        return request.steps, "set"
+    budget = parse_budget(request.budget) if request.budget is not None else None
+    if budget is None:
+        return request.epochs * per_epoch, f"{request.epochs} epochs of {per_epoch} steps"
+    if budget.steps is not None:
+        return budget.steps, f"budget {budget.text}"
+    assert budget.seconds is not None
+    if step_time is None:
+        return request.epochs * per_epoch, "provisional (the step time is not measured yet)"
+    steps = steps_for_time(budget.seconds - step_time.spent, step_seconds=step_time.seconds)
+    return steps, (
+        f"budget {budget.text}: {step_time.seconds:.3g} s per step measured over "
+        f"{step_time.timed} steps, {step_time.spent:.0f} s spent before the first"
+    )
+
+
 # ---- the rules, one per value or group ---------------------------------------------------
+
+
+def _length(request: TrainConfig, facts: Facts) -> Filled:
+    """The batch and the number of steps (:class:`Facts` worked them out first)."""
+    return {
+        "batch_size": (facts.batch, f"auto: {facts.batch_note}"),
+        "steps": (facts.steps, facts.steps_note),
+    }
 
 
 def _recipe_values(request: TrainConfig, facts: Facts) -> Filled:
@@ -138,7 +288,10 @@ def _momentum(request: TrainConfig, facts: Facts) -> Filled:
     if "momentum" in recipe.values:
         base, origin = float(recipe.values["momentum"]), "checkpoint args"
         reference_batch = recipe.batch or defaults.TEACHER_MOMENTUM_BATCH
-    batch = request.batch_size * facts.world_size
+    elif facts.small_scratch:
+        base, reference_batch = SMALL_SCRATCH_MOMENTUM, SMALL_SCRATCH_MOMENTUM_BATCH
+        origin = "small images from scratch:"
+    batch = facts.batch * facts.world_size
     source = (
         f"{origin} {base:g} at batch {reference_batch}, per image: "
         f"{base:g} ** ({batch} / {reference_batch})"
@@ -148,21 +301,40 @@ def _momentum(request: TrainConfig, facts: Facts) -> Filled:
 
 def _crop_sizes(request: TrainConfig, facts: Facts) -> Filled:
     """Global crops at the backbone's native size, local ones at 96/224 of the global size
-    (the reference's ratio), rounded to the patch size."""
-    native, patch = facts.start.backbone.preprocessing.size, facts.start.backbone.patch_size
-    global_size = request.global_size or native
+    (the reference's ratio), rounded to the patch size and at least
+    :data:`MIN_LOCAL_PATCHES` patches wide (or half the global size, if that is less); from
+    scratch on small images, 4 local crops."""
+    patch = facts.start.backbone.patch_size
     ratio = defaults.LOCAL_SIZE / defaults.GLOBAL_SIZE
-    local_size = max(patch, round(global_size * ratio / patch) * patch)
-    return {
-        "global_size": (global_size, "the backbone's native size"),
-        "local_size": (local_size, "96/224 of the global size"),
+    wide = min(MIN_LOCAL_PATCHES * patch, facts.global_size // 2 // patch * patch)
+    local_size = max(patch, wide, round(facts.global_size * ratio / patch) * patch)
+    filled: Filled = {
+        "global_size": (facts.global_size, "the backbone's native size"),
+        "local_size": (
+            local_size,
+            f"96/224 of the global size, at least {MIN_LOCAL_PATCHES} patches (or half)",
+        ),
     }
+    if facts.small_scratch:
+        filled["local_crops"] = (SMALL_SCRATCH_LOCAL_CROPS, "small images from scratch")
+    return filled
 
 
-def _lr_warmup(request: TrainConfig, facts: Facts) -> Filled:
-    """10% of the run, at most the reference's 10 epochs (which are 10% of its 100)."""
-    warmup = min(float(defaults.LR_WARMUP_EPOCHS), max(LR_WARMUP_FRACTION * request.epochs, 0.0))
-    return {"warmup_epochs": (warmup, "10% of the run, at most 10 epochs")}
+def _spans(request: TrainConfig, facts: Facts) -> Filled:
+    """The warm-ups and freezes as shares of the run: the lr warm-up 10% of it, at most the
+    reference's 10 epochs (10% of its 100); the last layer frozen for 1% of it, at most the
+    reference's 1 epoch (unless the weights' recorded recipe has its own)."""
+    run = facts.run_epochs
+    filled: Filled = {
+        "warmup_epochs": (
+            min(float(defaults.LR_WARMUP_EPOCHS), LR_WARMUP_FRACTION * run),
+            "10% of the run, at most 10 epochs",
+        )
+    }
+    if "freeze_last_layer" not in facts.start.recipe.values:
+        frozen = min(defaults.FREEZE_LAST_LAYER, FREEZE_LAST_LAYER_FRACTION * run)
+        filled["freeze_last_layer"] = (frozen, "1% of the run, at most 1 epoch")
+    return filled
 
 
 def _fine_tuning_values(request: TrainConfig, facts: Facts) -> Filled:
@@ -176,12 +348,19 @@ def _fine_tuning_values(request: TrainConfig, facts: Facts) -> Filled:
             "layer_decay": (FINE_TUNING_LAYER_DECAY, source),
             "koleo": (0.0, source),
         }
-    koleo = DINOV2_KOLEO_WEIGHT if request.batch_size >= 2 else 0.0  # no other image to spread
-    return {
+    koleo = DINOV2_KOLEO_WEIGHT if facts.batch >= 2 else 0.0  # no other image to spread
+    filled: Filled = {
         "lr": (defaults.BASE_LR, source),
         "layer_decay": (1.0, source),
         "koleo": (koleo, source),
     }
+    if facts.small_scratch:
+        small = "small images from scratch (docs/finetuning.md)"
+        filled["lr"] = (SMALL_SCRATCH_LR, small)
+        filled["drop_path"] = (0.0, small)
+        if facts.start.head is None:
+            filled["use_bn_in_head"] = (True, small)
+    return filled
 
 
 def _head_warmup(request: TrainConfig, facts: Facts) -> Filled:
@@ -189,8 +368,10 @@ def _head_warmup(request: TrainConfig, facts: Facts) -> Filled:
     longer); a head that came with the weights needs none."""
     if facts.start.head is not None:
         return {"head_warmup_epochs": (0.0, "the weights bring their head")}
-    warmup = NEW_HEAD_WARMUP_EPOCHS if facts.fine_tuning and request.epochs > 1 else 0.0
-    return {"head_warmup_epochs": (warmup, f"auto ({facts.start_kind})")}
+    if not facts.fine_tuning:
+        return {"head_warmup_epochs": (0.0, "auto (from scratch)")}
+    warmup = min(NEW_HEAD_WARMUP_EPOCHS, NEW_HEAD_WARMUP_FRACTION * facts.run_epochs)
+    return {"head_warmup_epochs": (warmup, "fine-tuning: 10% of the run, at most 1 epoch")}
 
 
 def _out_dim(request: TrainConfig, facts: Facts) -> Filled:
@@ -201,10 +382,11 @@ def _out_dim(request: TrainConfig, facts: Facts) -> Filled:
 
 
 RULES: tuple[Callable[[TrainConfig, Facts], Filled], ...] = (
+    _length,
     _recipe_values,
     _momentum,
     _crop_sizes,
-    _lr_warmup,
+    _spans,
     _fine_tuning_values,
     _head_warmup,
     _out_dim,

@@ -7,15 +7,17 @@ teacher -> optimizer -> loss -> schedules -> optional resume -> data -> the trai
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..config_io import write_yaml
 from ..data import Failed, list_images
 from ..dino import MultiCropTransform, dino_schedules
 from ..models import save_backbone
@@ -24,14 +26,16 @@ from ..runtime import distributed
 from ..runtime.distributed import ProcessInfo, all_gather_objects
 from ..runtime.precision import make_grad_scaler
 from ..runtime.sync_batchnorm import convert_sync_batchnorm, has_batchnorms
+from .budget import PROBE_SHARE, BudgetClock, parse_budget
 from .build import build_loss, build_networks
-from .checkpoint import LAST_CHECKPOINT, load_checkpoint
-from .config import ResolvedConfig, TrainConfig
-from .data import build_views_dataset, steps_per_epoch
+from .checkpoint import LAST_CHECKPOINT, capture_rng_state, load_checkpoint, restore_rng_state
+from .config import CONFIG_FILE, ResolvedConfig, TrainConfig, write_run_config
+from .data import SeededViews, build_views_dataset, steps_per_epoch
 from .loop import train_loop
 from .metrics import METRICS_FILE, plot_curves
 from .optim import build_adamw, param_groups
-from .resolve import log_sources, resolve_config
+from .probe import measure_step_seconds
+from .resolve import StepTime, log_sources, resolve_config
 from .runlog import RunLog, report_knn
 from .start import StartingPoint, load_start
 from .state import TrainState
@@ -39,7 +43,7 @@ from .tensorboard import check_tensorboard
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
+__all__ = ["CONFIG_FILE", "build_state", "prepare_run_folder", "seed_everything", "train"]
 
 
 def train(request: TrainConfig) -> Path:
@@ -55,17 +59,18 @@ def train(request: TrainConfig) -> Path:
         KeyboardInterrupt: after Ctrl-C, once a checkpoint is saved.
         NonFiniteLossError: the loss diverged (the last good checkpoint is kept).
     """
+    started = time.perf_counter()  # a time budget counts from here
     request.validate()
     if request.logger == "tensorboard":
         check_tensorboard()  # before any work, not after the first epoch
     process = distributed.init_distributed(request.device)
     try:
-        return _train(request, process)
+        return _train(request, process, started=started)
     finally:
         distributed.cleanup()
 
 
-def _train(request: TrainConfig, process: ProcessInfo) -> Path:
+def _train(request: TrainConfig, process: ProcessInfo, *, started: float) -> Path:
     """The run of :func:`train` in one process, its process group set up."""
     out = Path(request.out)
     # ============ the run folder and the images ... ============
@@ -78,14 +83,40 @@ def _train(request: TrainConfig, process: ProcessInfo) -> Path:
     # ============ every automatic value resolved, once ... ============
     seed_everything(request.seed)
     start = load_start(request)
+    recorded = saved[DINOKIT_METADATA_KEY] if saved is not None else None
+    request = _same_budget(request, recorded)
     config = resolve_config(
         request,
         start,
         n_images=n_images,
         world_size=process.world_size,
         device=process.device,
-        recorded=saved[DINOKIT_METADATA_KEY] if saved is not None else None,
+        recorded=recorded,
     )
+    budget = parse_budget(config.budget) if config.budget is not None else None
+    dataset = _views(config, start, images.records)
+    if budget is not None and budget.seconds is not None and request.steps is None:
+        # A time budget: measure this machine's steps on a throw-away state, then build the
+        # real one from the same random state (the same initial weights as without a probe).
+        rng = capture_rng_state()
+        probe = build_state(
+            config, start, device=process.device, world_size=process.world_size, n_images=n_images
+        )
+        timing = measure_step_seconds(
+            probe, dataset, process=process, max_seconds=PROBE_SHARE * budget.seconds
+        )
+        del probe
+        spent = time.perf_counter() - started
+        config = resolve_config(
+            request,
+            start,
+            n_images=n_images,
+            world_size=process.world_size,
+            device=process.device,
+            recorded=recorded,
+            step_time=StepTime(seconds=timing.seconds, timed=timing.steps, spent=spent),
+        )
+        restore_rng_state(rng)
     log_sources(config)
     logger.info(
         "%d images, %s on %s (%s), %d process(es)",
@@ -110,38 +141,64 @@ def _train(request: TrainConfig, process: ProcessInfo) -> Path:
         )
     if process.is_main:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        write_yaml(out / CONFIG_FILE, config.record(), comments=config.sources)
+        write_run_config(out, config)
     distributed.barrier()
-
-    # ============ preparing data ... ============
-    transform = MultiCropTransform(
-        global_size=config.global_size,
-        local_size=config.local_size,
-        n_local_crops=config.local_crops,
-        global_scale=config.global_scale,
-        local_scale=config.local_scale,
-        mean=state.student.backbone.config.preprocessing.mean,
-        std=state.student.backbone.config.preprocessing.std,
-    )
-    dataset = build_views_dataset(images.records, transform, seed=config.seed)
 
     # ============ training ... ============
     log = RunLog(
         config,
         out,
         process=process,
-        total_steps=config.epochs * state.schedules.steps_per_epoch,
+        total_steps=config.steps,
         resume_step=state.global_step if saved is not None else None,
     )
+    clock = None
+    if budget is not None and budget.seconds is not None:
+        clock = BudgetClock(budget.seconds, spent=state.spent_seconds, started=started)
     try:
-        failed = train_loop(state, dataset, process=process, log=log, out=out)
+        failed = train_loop(state, dataset, process=process, log=log, out=out, clock=clock)
     finally:
         log.close()  # also after Ctrl-C or a diverged loss
 
     # ============ exporting the teacher and the student ... ============
     skipped = [(s.path, s.reason) for s in images.skipped]
     _finish(state, out, process, failed=failed, skipped=skipped)
+    if clock is not None and process.is_main:
+        used = clock.spent()
+        logger.info(
+            "budget %s: %d steps, %dm%02ds used",
+            config.budget,
+            state.global_step,
+            used // 60,
+            used % 60,
+        )
     return out
+
+
+def _same_budget(request: TrainConfig, recorded: dict[str, Any] | None) -> TrainConfig:
+    """A resumed run with the budget it started with goes on to the steps that budget
+    became (its schedules span them); a new budget is fitted again."""
+    before = (recorded or {}).get("train_config", {})
+    same = request.budget is not None and before.get("budget") == request.budget
+    if same and request.steps is None and before.get("steps"):
+        return dataclasses.replace(request, steps=int(before["steps"]))
+    return request
+
+
+def _views(config: ResolvedConfig, start: StartingPoint, records: list[Any]) -> SeededViews:
+    """The training dataset: the multi-crop views of ``records``, normalised as the backbone
+    expects."""
+    preprocessing = start.backbone.preprocessing
+    transform = MultiCropTransform(
+        global_size=config.global_size,
+        local_size=config.local_size,
+        n_local_crops=config.local_crops,
+        global_scale=config.global_scale,
+        local_scale=config.local_scale,
+        mean=preprocessing.mean,
+        std=preprocessing.std,
+    )
+    return build_views_dataset(records, transform, seed=config.seed)
 
 
 def build_state(
@@ -192,6 +249,7 @@ def build_state(
     n_steps = steps_per_epoch(n_images, config.batch_size, world_size)
     schedules = dino_schedules(
         n_epochs=config.epochs,
+        total_steps=config.steps,
         steps_per_epoch=n_steps,
         batch_size=config.batch_size * world_size,  # linear scaling rule on the total batch
         base_lr=config.lr,

@@ -143,6 +143,10 @@ class RunLog:
                 )
         barrier()
 
+    def set_total_steps(self, total: int) -> None:
+        """The run's length changed (a time budget refitted to its pace)."""
+        self._bar.set_total(total)
+
     def close(self) -> None:
         """Remove the bar and close the files (closing twice is harmless)."""
         self._bar.close()

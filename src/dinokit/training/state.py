@@ -22,6 +22,9 @@ from .checkpoint import capture_rng_state, restore_rng_state
 from .config import ResolvedConfig
 from .model import MultiCropNetwork
 
+#: The per-step schedules a checkpoint keeps.
+SCHEDULED = ("lr", "weight_decay", "momentum")
+
 
 @dataclass
 class TrainState:
@@ -39,6 +42,7 @@ class TrainState:
     epoch: int = 0  # current epoch (0-based)
     step_in_epoch: int = 0  # optimizer steps done in the current epoch
     global_step: int = 0
+    spent_seconds: float = 0.0  # of a time budget, at the last checkpoint
 
     @property
     def epoch_float(self) -> float:
@@ -75,6 +79,11 @@ class TrainState:
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
+            "spent_seconds": self.spent_seconds,
+            # The schedules as they were run: a time budget may have refitted them.
+            "schedules": {
+                name: torch.from_numpy(getattr(self.schedules, name).copy()) for name in SCHEDULED
+            },
             "rng": capture_rng_state(),
         }
 
@@ -90,6 +99,11 @@ class TrainState:
         self.epoch = int(state["epoch"])
         self.step_in_epoch = int(state["step_in_epoch"])
         self.global_step = int(state["global_step"])
+        self.spent_seconds = float(state.get("spent_seconds", 0.0))
+        saved = state.get("schedules")
+        if saved and all(len(saved[name]) == len(self.schedules.lr) for name in SCHEDULED):
+            arrays = {name: saved[name].double().numpy() for name in SCHEDULED}
+            self.schedules = Schedules(**arrays, steps_per_epoch=self.schedules.steps_per_epoch)
         restore_rng_state(state["rng"])
 
 
