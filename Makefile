@@ -37,21 +37,26 @@ typecheck: setup
 check: lint typecheck test
 
 # The main job on built-in sample data: draw a labelled folder of shapes, DINO-train the tiny
-# test ViT on it (labels unused) and watch the teacher's kNN accuracy on held-out images;
-# then export the teacher, embed every image with it and show the neighbours of a few.
+# test ViT on it for a 2-minute budget with the default recipe (labels unused) and watch the
+# teacher's kNN accuracy on held-out images; then export the teacher, embed every image with
+# it, show the neighbours of a few and draw the map of the embeddings.
 DEMO ?= demo
 demo: setup
 	rm -rf $(DEMO)
 	$(BIN)/dinokit sample-data $(DEMO)/images
 	$(BIN)/dinokit train $(DEMO)/images/train --out $(DEMO)/run --model vit_test --weights none \
-		--epochs 25 --batch-size 50 --out-dim 1024 --local-crops 4 --lr 2e-3 --momentum 0.99 \
-		--eval-train $(DEMO)/images/train --eval-val $(DEMO)/images/val --workers 2 --no-progress
+		--budget 2m --eval-train $(DEMO)/images/train --eval-val $(DEMO)/images/val \
+		--eval-every 5 --no-progress
 	$(BIN)/dinokit export $(DEMO)/run --out $(DEMO)/model.safetensors
 	$(BIN)/dinokit embed $(DEMO)/images/train $(DEMO)/images/val --model $(DEMO)/model.safetensors \
 		--out $(DEMO)/embeddings.parquet --workers 1
 	$(BIN)/dinokit search $(DEMO)/embeddings.parquet -k 5 --query-path \
 		$(DEMO)/images/val/checker/0000.jpg $(DEMO)/images/val/rings/0000.jpg \
 		$(DEMO)/images/val/hstripes/0000.jpg
+	$(BIN)/dinokit map $(DEMO)/embeddings.parquet --out $(DEMO)/map.png --thumbnails 40
+	@echo
+	@$(BIN)/python -c "import json; print(json.load(open('$(DEMO)/run/summary.json'))['knn']['line'])"
+	@echo "The map of every image's embedding, coloured by its folder: $(DEMO)/map.png"
 	@echo
 	@echo "Next, on your own images (a folder, recursive; subfolders name the labels):"
 	@echo "  $(BIN)/dinokit train PHOTOS/ --model dino_vits16 --out runs/mine"

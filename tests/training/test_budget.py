@@ -154,10 +154,11 @@ def test_resuming_a_time_budget_keeps_its_steps_and_schedules(
     planned = first["dinokit"]["train_config"]["steps"]
     train(tiny_config(image_folder, out, budget="4s", resume=True))
     final = last_checkpoint(out)
-    assert final["global_step"] >= min(planned, 3)
     # The steps run before the interruption kept their scheduled values.
     assert not differences(first["schedules"]["lr"][:2], final["schedules"]["lr"][:2])
-    assert final["spent_seconds"] > first["spent_seconds"]
+    if planned > 2:  # (a slow machine may plan only the 2 steps the first invocation ran)
+        assert final["global_step"] >= 3
+        assert final["spent_seconds"] > first["spent_seconds"]  # the time before counts
 
 
 def test_the_batch_and_the_length_are_resolved_before_the_rules_that_read_them() -> None:

@@ -176,8 +176,9 @@ def respan(schedules: Schedules, *, done: int, total_steps: int) -> Schedules:
 
     The first ``done`` values are kept; what was left of each schedule (its values from step
     ``done`` to its end) is stretched or squeezed linearly over steps ``done`` to
-    ``total_steps - 1``, so every schedule still ends at its final value on the last step and
-    a warm-up in progress keeps its share of the rest of the run.
+    ``total_steps - 1``, so every schedule still ends at its final value on the last step (a
+    single step left takes it) and a warm-up in progress keeps its share of the rest of the
+    run.
 
     Args:
         schedules: The current schedules, ``(T,)`` each, with ``done < T``.
@@ -193,7 +194,9 @@ def respan(schedules: Schedules, *, done: int, total_steps: int) -> Schedules:
             f"respan: need 0 <= done < {old_total} and total_steps > done, got done={done}, "
             f"total_steps={total_steps}"
         )
-    positions = np.linspace(done, old_total - 1, total_steps - done)
+    # One step left is the last: it takes the final values.
+    first = done if total_steps - done > 1 else old_total - 1
+    positions = np.linspace(first, old_total - 1, total_steps - done)
     steps = np.arange(old_total, dtype=np.float64)
 
     def stretch(values: NDArray[np.float64]) -> NDArray[np.float64]:

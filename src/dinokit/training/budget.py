@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 #: A refit changes the run's length only when the plan is off by more than this fraction.
 REFIT_TOLERANCE = 0.02
-#: The share of a time budget the step-time probe may take, at most.
-PROBE_SHARE = 0.03
+#: The share of a time budget the step-time probe may take (after its minimum steps).
+PROBE_SHARE = 0.04
 #: Steps the pace is measured over before a refit may change the run's length.
 MIN_PACE_STEPS = 3
 

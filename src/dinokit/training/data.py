@@ -131,8 +131,10 @@ def epoch_loader(
     *,
     workers: int,
     pin_memory: bool,
+    prefetch: int = 4,
 ) -> DataLoader[Any]:
-    """A ``DataLoader`` over one epoch's batches (unreadable images set aside per batch).
+    """A ``DataLoader`` over one epoch's batches (unreadable images set aside per batch);
+    each worker keeps ``prefetch`` batches ready.
 
     The loader gets its own generator: each iterator draws its workers' base seed from it,
     and drawing from the global RNG instead would shift the drop-path masks of a run resumed
@@ -145,6 +147,6 @@ def epoch_loader(
         collate_fn=collate_skip_failed,
         pin_memory=pin_memory,
         persistent_workers=False,
-        prefetch_factor=4 if workers > 0 else None,
+        prefetch_factor=prefetch if workers > 0 else None,
         generator=torch.Generator().manual_seed(sample_seed(sampler.seed, sampler.epoch, -1)),
     )

@@ -2,7 +2,9 @@
 
 :func:`measure_step_seconds` runs real steps (data loading, both networks, the loss, the
 optimizer) on a throw-away copy of the run's state, so the run itself starts untouched.
-The first steps start the loader's workers and warm the kernels up: they are not timed.
+The first steps start the loader's workers and warm the kernels up: they are not timed. The
+workers keep only one batch ready each, as in the run once its queue has drained (a deeper
+queue, filled while the first steps run, would hide the loading time).
 """
 
 from __future__ import annotations
@@ -64,9 +66,8 @@ def measure_step_seconds(
     started = time.perf_counter()
     durations: list[float] = []
     last = started
-    for i, batch in enumerate(
-        epoch_loader(dataset, sampler, workers=config.workers, pin_memory=cuda)
-    ):
+    loader = epoch_loader(dataset, sampler, workers=config.workers, pin_memory=cuda, prefetch=1)
+    for i, batch in enumerate(loader):
         if isinstance(batch.images, list):
             views = [v.to(device, non_blocking=cuda) for v in batch.images]
             train_step(state, views, autocast)
