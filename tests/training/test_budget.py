@@ -88,7 +88,7 @@ def test_respan_keeps_the_past_and_ends_every_schedule_at_its_final_value() -> N
 def test_the_clock_refits_only_when_the_pace_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
     monkeypatch.setattr(budget_module.time, "perf_counter", lambda: now[0])
-    clock = BudgetClock(100.0, spent=10.0)  # 90 s left
+    clock = BudgetClock(100.0, steps_per_epoch=1000, spent=10.0)  # 90 s left, no epoch end
     clock.start_steps(0)
     now[0] += 2.0  # two steps of 1 s: too few to judge the pace
     assert clock.fit(2, total=90) is None
@@ -98,6 +98,28 @@ def test_the_clock_refits_only_when_the_pace_is_off(monkeypatch: pytest.MonkeyPa
     clock.reserve = 20.0  # the last evaluation and the exports: 20 s kept free
     assert clock.fit(10, total=90) == 70
     assert clock.left() == pytest.approx(80.0)
+
+
+def test_the_clock_counts_each_epoch_end_ahead_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr(budget_module.time, "perf_counter", lambda: now[0])
+    clock = BudgetClock(200.0, steps_per_epoch=10, started=0.0)
+    clock.start_steps(0)
+    now[0] += 10.0  # 10 steps of 1 s, then an epoch end of 5 s (checkpoint, kNN)
+    clock.epoch_end(5.0)
+    now[0] += 5.0
+    # 185 s left, 5 kept free for the last epoch end: 180 s of steps and epoch ends ahead.
+    # At 1 s per step and 5 s per epoch end: 10 + 5 = 15 s per epoch, so 12 epochs = 120
+    # more steps, 11 of whose ends fall before the run's own end (the reserve's).
+    fitted = clock.fit(10, total=1000)
+    assert fitted is not None
+    steps_ahead = fitted - 10
+    ends_ahead = (fitted - 1) // 10 - 1
+    assert steps_ahead * 1.0 + ends_ahead * 5.0 <= 180.0 < (steps_ahead + 1) + ends_ahead * 5.0 + 5
+    assert clock.fit(10, total=fitted) is None  # the plan holds at the same pace
+    # The pace leaves the epoch ends out: it does not jump right after one.
+    now[0] += 9.0  # 9 more steps
+    assert clock.fit(19, total=fitted) is None
 
 
 def test_a_budget_of_steps_ends_inside_an_epoch_with_every_schedule_done(

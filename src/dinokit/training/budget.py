@@ -4,11 +4,11 @@
 command to the exported weights: the run measures how long its steps take on this machine
 (:mod:`dinokit.training.probe`), turns the time into a number of steps before the first one,
 and every schedule spans those steps. While it trains, :class:`BudgetClock` compares the
-clock with the plan (its evaluations and checkpoints take time too) and, when the plan is
-off by more than :data:`REFIT_TOLERANCE`, gives a new length; the run then stretches what
-is left of its schedules over it (:func:`dinokit.dino.respan`). A resumed run continues
-towards the same budget: the time spent before the interruption is recorded in the
-checkpoint and counts.
+clock with the plan (its epoch ends, with their checkpoints and evaluations, take time too)
+and, when the plan is off by more than :data:`REFIT_TOLERANCE`, gives a new length; the run
+then stretches what is left of its schedules over it (:func:`dinokit.dino.respan`). A
+resumed run continues towards the same budget: the time spent before the interruption is
+recorded in the checkpoint and counts.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ REFIT_TOLERANCE = 0.02
 PROBE_SHARE = 0.04
 #: Steps the pace is measured over before a refit may change the run's length.
 MIN_PACE_STEPS = 3
+#: A refit changes the run's length by at least this many steps.
+MIN_REFIT_STEPS = 2
 
 _TIME = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?:in)?)?(?:(\d+(?:\.\d+)?)s)?$")
 
@@ -84,19 +86,33 @@ def steps_for_time(
 class BudgetClock:
     """Where a time-budgeted run stands against its deadline.
 
+    The pace is measured in two parts, so that the plan does not jump at every evaluation:
+    the time per step, with the epoch ends left out, and the time of an epoch end
+    (checkpoint, evaluations), which the plan counts once per epoch end still ahead. The
+    last epoch end and the exports are kept free (:attr:`reserve`).
+
     Args:
         seconds: The whole budget.
+        steps_per_epoch: Steps in one epoch (where the epoch ends fall).
         spent: Seconds already used by earlier invocations of the same run (resume).
         started: ``time.perf_counter()`` when this invocation started (default: now).
     """
 
-    def __init__(self, seconds: float, *, spent: float = 0.0, started: float | None = None):
+    def __init__(
+        self,
+        seconds: float,
+        *,
+        steps_per_epoch: int,
+        spent: float = 0.0,
+        started: float | None = None,
+    ):
         self.seconds = seconds
+        self.steps_per_epoch = steps_per_epoch
         self.spent_before = spent
         self.started = time.perf_counter() if started is None else started
         self._mark: tuple[float, int] | None = None
-        #: Seconds the run's last evaluation or epoch end took (checkpoint, evaluations): kept
-        #: free at the end for the final ones and the exports.
+        self._ends: list[float] = []  # durations of the epoch ends since the mark
+        #: Seconds kept free at the end: the last evaluation and the exports.
         self.reserve = 0.0
 
     def spent(self) -> float:
@@ -110,18 +126,41 @@ class BudgetClock:
     def start_steps(self, step: int) -> None:
         """The training loop starts (or restarts) at ``step``: measure from here."""
         self._mark = (time.perf_counter(), step)
+        self._ends = []
+
+    def epoch_end(self, seconds: float) -> None:
+        """An epoch end (checkpoint, evaluations) took ``seconds``; the last one measured
+        is kept free for the run's own end."""
+        self._ends.append(seconds)
+        self.reserve = max(self.reserve, seconds)
 
     def fit(self, step: int, total: int) -> int | None:
-        """A new length for a run at ``step`` of ``total``, or None when the plan holds.
-
-        The time per step is measured since :meth:`start_steps`, so evaluations and
-        checkpoints are part of it; :attr:`reserve` is kept free for the end.
-        """
+        """A new length for a run at ``step`` of ``total``, or None when the plan holds."""
         if self._mark is None or step - self._mark[1] < MIN_PACE_STEPS or step >= total:
             return None
         since, first = self._mark
-        per_step = (time.perf_counter() - since) / (step - first)
-        fitted = steps_for_time(self.left() - self.reserve, step_seconds=per_step, done=step)
-        if abs(fitted - total) <= max(1.0, REFIT_TOLERANCE * total):
+        per_step = (time.perf_counter() - since - sum(self._ends)) / (step - first)
+        per_end = sum(self._ends) / len(self._ends) if self._ends else 0.0
+        left = self.left() - self.reserve
+        fitted = _longest(left, step, per_step=max(per_step, 1e-9), per_end=per_end,
+                          steps_per_epoch=self.steps_per_epoch)  # fmt: skip
+        if abs(fitted - total) <= max(MIN_REFIT_STEPS, REFIT_TOLERANCE * total):
             return None
         return fitted
+
+
+def _longest(
+    seconds: float, step: int, *, per_step: float, per_end: float, steps_per_epoch: int
+) -> int:
+    """The largest length whose steps after ``step`` and epoch ends before its last step
+    fit in ``seconds`` (at least one more step)."""
+
+    def cost(total: int) -> float:
+        ends = max(0, (total - 1) // steps_per_epoch - step // steps_per_epoch)
+        return (total - step) * per_step + ends * per_end
+
+    low, high = step + 1, step + 1 + max(0, math.floor(seconds / per_step))
+    while low < high:  # cost grows with the length: bisect
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if cost(middle) <= seconds else (low, middle - 1)
+    return low

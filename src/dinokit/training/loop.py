@@ -85,8 +85,8 @@ def train_loop(
     if not log.resumed:
         log.knn(state, autocast)  # the "before" number
     if clock is not None:
-        clock.reserve = time.perf_counter() - measured  # the last measurement will take as long
         clock.start_steps(state.global_step)
+        clock.reserve = time.perf_counter() - measured  # the last measurement will take as long
     refit_every = max(1, round(REFIT_EVERY * config.steps))
     with _CtrlC() as ctrl_c:
         stop = _stop_reason(state, ctrl_c)  # a resumed run may have reached max_steps
@@ -136,11 +136,9 @@ def train_loop(
                 )
             if run_done or (epoch_done and state.epoch % config.eval_every == 0):
                 log.knn(state, autocast)
-            if clock is not None:
-                # Kept free for the last epoch end and the exports.
-                clock.reserve = max(clock.reserve, time.perf_counter() - epoch_end)
-                if not run_done:
-                    _refit(state, clock, process, log, out)
+            if clock is not None and not run_done:
+                clock.epoch_end(time.perf_counter() - epoch_end)
+                _refit(state, clock, process, log, out)
     return failed
 
 

@@ -154,7 +154,12 @@ def _train(request: TrainConfig, process: ProcessInfo, *, started: float) -> Pat
     )
     clock = None
     if budget is not None and budget.seconds is not None:
-        clock = BudgetClock(budget.seconds, spent=state.spent_seconds, started=started)
+        clock = BudgetClock(
+            budget.seconds,
+            steps_per_epoch=state.schedules.steps_per_epoch,
+            spent=state.spent_seconds,
+            started=started,
+        )
     try:
         failed = train_loop(state, dataset, process=process, log=log, out=out, clock=clock)
     finally:
