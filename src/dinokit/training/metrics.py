@@ -117,12 +117,15 @@ class KnnSummary:
     def line(self) -> str:
         """``kNN top-1 (k=20): start 26.1% -> best 28.6% (epoch 2) -> last 27.8%; raw
         pixels 38.3%, random init 25.0%`` (from scratch: ``start 25.3% (random init)``)."""
-        start_is = [f" ({b.name})" for b in self.baselines if b.is_start]
-        others = [f"{b.name.split(' (')[0]} {100 * b.knn_top1:.1f}%" for b in self.baselines]
-        others = [o for o, b in zip(others, self.baselines, strict=True) if not b.is_start]
+        start = f"start {100 * self.start.knn_top1:.1f}%"
+        start += "".join(f" ({b.name})" for b in self.baselines if b.is_start)
+        others = [
+            f"{b.name.split(' (')[0]} {100 * b.knn_top1:.1f}%"  # "raw pixels", not "(32 px)"
+            for b in self.baselines
+            if not b.is_start
+        ]
         return (
-            f"kNN top-1 (k={self.k}): start {100 * self.start.knn_top1:.1f}%"
-            f"{''.join(start_is)} -> "
+            f"kNN top-1 (k={self.k}): {start} -> "
             f"best {100 * self.best.knn_top1:.1f}% (epoch {self.best.epoch}) -> "
             f"last {100 * self.last.knn_top1:.1f}%" + (f"; {', '.join(others)}" if others else "")
         )
