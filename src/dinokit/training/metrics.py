@@ -257,7 +257,8 @@ def label_free_summary(records: list[dict[str, Any]]) -> LabelFreeSummary | None
 
 
 def plot_curves(metrics_path: Path, out: Path) -> Path | None:
-    """Draw loss, lr, teacher temperature/entropy and kNN accuracy against steps."""
+    """Draw loss, lr, teacher temperature/entropy and kNN accuracy (without labels, the
+    label-free effective rank) against steps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -285,9 +286,14 @@ def plot_curves(metrics_path: Path, out: Path) -> Path | None:
     twin = axes[2].twinx()
     twin.plot([r["step"] for r in steps], [r.get("teacher_temp") for r in steps], "C1--", lw=1)
     twin.set_ylabel("teacher temperature", color="C1")
+    label_free = [r for r in records if r.get("kind") == "label_free"]
     if knn:
         axes[3].plot([r["step"] for r in knn], [100 * r["knn_top1"] for r in knn], "o-")
         axes[3].set_ylabel("%")
+    elif label_free:  # no labels: the collapse alarm's effective rank instead
+        ranks = [r["effective_rank"] for r in label_free]
+        axes[3].plot([r["step"] for r in label_free], ranks, "o-")
+        axes[3].set_title("label-free: effective rank")
     else:
         axes[3].text(
             0.5,
