@@ -18,10 +18,17 @@ import torch
 
 from dinokit.data import list_images
 from dinokit.evaluation import QualityScore, quality_score
+from dinokit.runtime.distributed import ProcessInfo
 from dinokit.training import runlog, train
 from dinokit.training.metrics import LABEL_FREE_ADVICE, LabelFreePoint, read_metrics
 from dinokit.training.monitor import LabelFreeCheck, label_free_alarm
-from tests.training.test_run import STEPS_PER_EPOCH, fast_training, image_folder, tiny_config
+from tests.training.test_run import (
+    STEPS_PER_EPOCH,
+    fast_training,
+    image_folder,
+    resolve,
+    tiny_config,
+)
 
 __all__ = ["fast_training", "image_folder"]  # shared fixtures
 
@@ -150,3 +157,28 @@ def test_resume_compares_with_the_recorded_start(
         "label-free check: effective rank 30.0 -> 2.5, uniformity -1.00 -> -1.00: collapse at "
         "epoch 2 (effective rank 2.50 is below 3.00 (start 30.00))."
     )
+
+
+def test_runlog_samples_the_images_it_is_given(image_folder: Path, tmp_path: Path) -> None:
+    """The run's image records, when passed, are the ones sampled; else the data is listed."""
+    config = resolve(tiny_config(image_folder, tmp_path / "run"), n_images=10)
+    process = ProcessInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    records = list_images(image_folder).records
+    (tmp_path / "run").mkdir()
+    given = runlog.RunLog(
+        config,
+        tmp_path / "run",
+        process=process,
+        total_steps=1,
+        resume_step=None,
+        images=records[:3],
+    )
+    listed = runlog.RunLog(
+        config, tmp_path / "run", process=process, total_steps=1, resume_step=None
+    )
+    try:
+        assert given.label_free is not None and given.label_free.records == records[:3]
+        assert listed.label_free is not None and listed.label_free.records == records
+    finally:
+        given.close()
+        listed.close()
