@@ -34,8 +34,11 @@ def monitored(image_folder: Path, out: Path, **overrides: Any) -> dinokit.TrainC
     return tiny_config(image_folder, out, keep_every=1, **folders, **overrides)
 
 
-def fixed_accuracies(monkeypatch: pytest.MonkeyPatch, values: list[float]) -> list[int]:
-    """Make the monitor return ``values`` in turn; returns the steps it was called at."""
+def fixed_accuracies(
+    monkeypatch: pytest.MonkeyPatch, values: list[float], *, pixels: float = 0.20
+) -> list[int]:
+    """Make the monitor return ``values`` in turn, and ``pixels`` for the raw-pixel baseline;
+    returns the measurements of the teacher it made (the baseline's calls are not counted)."""
     remaining: Iterator[float] = iter(values)
     called: list[int] = []
 
@@ -44,6 +47,7 @@ def fixed_accuracies(monkeypatch: pytest.MonkeyPatch, values: list[float]) -> li
         return next(remaining)
 
     monkeypatch.setattr(KnnMonitor, "evaluate", evaluate)
+    monkeypatch.setattr(KnnMonitor, "raw_pixel_baseline", lambda self: pixels)
     return called
 
 
@@ -64,12 +68,20 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 
 def test_start_is_measured_before_the_first_step(image_folder: Path, tmp_path: Path) -> None:
-    """The real monitor: the first record of metrics.jsonl is the kNN of the untrained teacher."""
+    """The real monitor: the first record of metrics.jsonl is the kNN of the untrained teacher,
+    then the baselines (from scratch, the random init is that start, not measured again)."""
     run = train(monitored(image_folder, tmp_path / "run", epochs=1))
     records = read_metrics(run / "metrics.jsonl")
     assert records[0]["kind"] == "knn"
     assert (records[0]["step"], records[0]["epoch"]) == (0, 0)
-    assert records[1]["kind"] == "step" and records[1]["step"] == 1
+    pixels, random_init = records[1], records[2]
+    assert pixels["kind"] == random_init["kind"] == "baseline"
+    assert (pixels["name"], pixels["k"]) == ("raw pixels (32 px)", 5)
+    # The same folder for reference and query: every image finds itself first.
+    assert pixels["knn_top1"] == 1.0
+    assert random_init["name"] == "random init" and random_init["is_start"] is True
+    assert random_init["knn_top1"] == records[0]["knn_top1"]
+    assert records[3]["kind"] == "step" and records[3]["step"] == 1
     summary = json.loads((run / "summary.json").read_text())["knn"]
     knn = knn_records(run)
     assert summary["start"]["knn_top1"] == knn[0]["knn_top1"]
@@ -84,18 +96,27 @@ def test_best_teacher_and_summary_follow_the_measurements(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Measurements 30% (start), 50% (epoch 1), 40% (epoch 2): the best is epoch 1."""
+    """Measurements 30% (start), 50% (epoch 1), 40% (epoch 2): the best is epoch 1; raw
+    pixels at 20% are beaten, so no sentence about them."""
     fixed_accuracies(monkeypatch, [0.30, 0.50, 0.40])
     with caplog.at_level(logging.INFO, logger=runlog.__name__):
         run = train(monitored(image_folder, tmp_path / "run"))
     assert [r["knn_top1"] for r in knn_records(run)] == [0.30, 0.50, 0.40]
-    line = "kNN top-1 (k=5): start 30.0% -> best 50.0% (epoch 1) -> last 40.0%"
+    line = (
+        "kNN top-1 (k=5): start 30.0% (random init) -> best 50.0% (epoch 1) -> last 40.0%; "
+        "raw pixels 20.0%"
+    )
     assert line in caplog.messages
-    assert not any("worse" in m for m in caplog.messages)
+    assert not any("worse" in m or "below raw pixels" in m for m in caplog.messages)
     summary = json.loads((run / "summary.json").read_text())["knn"]
     assert summary["line"] == line
     assert summary["best"] == {"knn_top1": 0.50, "epoch": 1, "step": STEPS_PER_EPOCH}
     assert summary["worse_than_start"] is False
+    assert summary["below_raw_pixels"] is None
+    assert summary["baselines"] == [
+        {"name": "raw pixels (32 px)", "knn_top1": 0.20, "is_start": False},
+        {"name": "random init", "knn_top1": 0.30, "is_start": True},
+    ]
 
     best = run / "teacher_best.safetensors"
     assert_same_tensors(load_file(str(best)), teacher_at_epoch(run, 1))
@@ -117,14 +138,18 @@ def test_a_run_ending_below_its_start_warns(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Start 60%, then 40%, 50%: the best is the starting model, and a warning is logged."""
-    fixed_accuracies(monkeypatch, [0.60, 0.40, 0.50])
+    """Start 60%, then 40%, 50%: the best is the starting model, and a warning is logged;
+    raw pixels at 55% are above the last (5 points) but below the best."""
+    fixed_accuracies(monkeypatch, [0.60, 0.40, 0.50], pixels=0.55)
     with caplog.at_level(logging.INFO, logger=runlog.__name__):
         run = train(monitored(image_folder, tmp_path / "run"))
     warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
     assert any("training made the features worse on these labels" in m for m in warnings)
+    below = "The last is 5.0 points below raw pixels (55.0%); the best (epoch 0) beat them."
+    assert below in caplog.messages
     summary = json.loads((run / "summary.json").read_text())["knn"]
     assert summary["best"]["epoch"] == 0 and summary["worse_than_start"] is True
+    assert summary["below_raw_pixels"] == below
     # The best is the untrained teacher: not the epoch-1 one.
     best = load_file(str(run / "teacher_best.safetensors"))
     assert not torch.equal(best["pos_embed"], teacher_at_epoch(run, 1)["pos_embed"])
@@ -141,16 +166,25 @@ def test_resume_keeps_the_earlier_best(
     best_epoch: int,
 ) -> None:
     """Stopped after epoch 1 (30% -> 50%), resumed: epoch 2's measurement replaces the best
-    teacher only when it beats 50%, and the start is not measured again."""
+    teacher only when it beats 50%, and neither the start nor the baselines are measured
+    again (read back from metrics.jsonl)."""
     out = tmp_path / "run"
-    fixed_accuracies(monkeypatch, [0.30, 0.50])
+    fixed_accuracies(monkeypatch, [0.30, 0.50], pixels=0.90)
     train(monitored(image_folder, out, max_steps=STEPS_PER_EPOCH))
-    calls = fixed_accuracies(monkeypatch, [after_resume])
+    calls = fixed_accuracies(monkeypatch, [after_resume], pixels=0.0)
     train(monitored(image_folder, out, resume=True))
     assert len(calls) == 1  # epoch 2 only
+    baselines = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "baseline"]
+    assert [(r["name"], r["knn_top1"]) for r in baselines] == [
+        ("raw pixels (32 px)", 0.90),
+        ("random init", 0.30),
+    ]
     assert [r["knn_top1"] for r in knn_records(out)] == [0.30, 0.50, after_resume]
     summary = json.loads((out / "summary.json").read_text())["knn"]
     assert summary["start"]["knn_top1"] == 0.30
+    assert summary["line"].endswith("; raw pixels 90.0%")
+    best_gap = 100 * (0.90 - max(0.50, after_resume))
+    assert f"the best is {best_gap:.1f} points below them" in summary["below_raw_pixels"]
     assert summary["best"]["epoch"] == best_epoch
     assert summary["last"]["knn_top1"] == after_resume
     best = load_file(str(out / "teacher_best.safetensors"))

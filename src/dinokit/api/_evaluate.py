@@ -24,19 +24,21 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
-from ..data.io import ImageReadError, center_crop, open_image, rescale
 from ..data.sources import list_images
+from ..data.tiny import tiny_images
 from ..embed import embed
 from ..embeddings import Embeddings
-from ..evaluation import REFERENCE_KS, label_scores, pixel_mean, quality_score, raw_pixel_vectors
-from ..runtime.machine import threaded_map
+from ..evaluation import (
+    BASELINE_SIZE,
+    REFERENCE_KS,
+    label_scores,
+    pixel_mean,
+    quality_score,
+    raw_pixel_vectors,
+)
 
 logger = logging.getLogger(__name__)
-
-#: Side of the square images of the raw-pixel baseline (3 x 32 x 32 = 3,072 values).
-BASELINE_SIZE = 32
 
 
 @dataclass
@@ -172,8 +174,8 @@ def raw_pixel_row(
         The row (model ``raw pixels (<size> px)``), or ``None`` when either folder has no
         labelled readable image.
     """
-    train_images, train_labels = _tiny_images(train, size, workers)
-    val_images, val_labels = _tiny_images(val, size, workers)
+    train_images, train_labels = _labelled_tiny_images(train, size, workers)
+    val_images, val_labels = _labelled_tiny_images(val, size, workers)
     if not train_labels or not val_labels:
         logger.info("raw-pixel baseline skipped: it needs labelled train and val folders")
         return None
@@ -193,39 +195,14 @@ def raw_pixel_row(
     return row
 
 
-def _tiny_images(
+def _labelled_tiny_images(
     folder: str | Path, size: int, workers: int | None
 ) -> tuple[NDArray[np.uint8], list[str]]:
-    """The labelled images of ``folder`` as (N, size, size, 3) uint8, and their N labels.
-
-    Images outside class folders are left out; unreadable ones are skipped with a warning.
-    """
-    records = [r for r in list_images(folder) if r.label is not None]
-    decoded = list(threaded_map(lambda r: _tiny_image(r.path, size), records, workers=workers))
-    kept = [
-        (image, r.label) for image, r in zip(decoded, records, strict=True) if image is not None
-    ]
-    if len(kept) < len(records):
-        logger.warning(
-            "%s: %d unreadable images skipped by the raw-pixel baseline",
-            folder,
-            len(records) - len(kept),
-        )
-    images = np.stack([image for image, _ in kept]) if kept else np.zeros((0, size, size, 3))
-    return images.astype(np.uint8, copy=False), [label for _, label in kept if label is not None]
-
-
-def _tiny_image(path: Path, size: int) -> NDArray[np.uint8] | None:
-    """(size, size, 3) pixels of the centre square of ``path`` scaled to ``size``, or None
-    when the file cannot be read."""
-    try:
-        image = open_image(path, draft_size=size)
-    except ImageReadError as error:
-        logger.debug("%s", error)
-        return None
-    side = min(image.size)
-    square = center_crop(image, side, side)
-    return np.asarray(rescale(square, size / side, Image.Resampling.BICUBIC), dtype=np.uint8)
+    """The labelled images of ``folder`` as (N, size, size, 3) uint8, and their N labels
+    (images outside class folders and unreadable ones are left out)."""
+    labelled = [r for r in list_images(folder) if r.label is not None]
+    images, kept = tiny_images(labelled, size, workers=workers)
+    return images, [r.label for r in kept if r.label is not None]
 
 
 def _embed_and_score(

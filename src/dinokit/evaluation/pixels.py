@@ -2,13 +2,17 @@
 
 kNN on these vectors (the classic "tiny images" baseline) is the floor a learned embedding
 has to beat: on CIFAR-10 it already scores about 40 %. Arrays in, arrays out; decoding the
-images is the job of :func:`dinokit.api.evaluate`.
+images is the job of :func:`dinokit.data.tiny.tiny_images`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
+
+BASELINE_SIZE = 32
+"""Side of the raw-pixel baseline's square images (3 x 32 x 32 = 3,072 values): the classic
+"tiny images" size, cheap to decode for any dataset."""
 
 
 def flatten_pixels(images: NDArray[np.generic]) -> NDArray[np.float32]:

@@ -144,6 +144,9 @@ class BudgetClock:
         left = self.left() - self.reserve
         fitted = _longest(left, step, per_step=max(per_step, 1e-9), per_end=per_end,
                           steps_per_epoch=self.steps_per_epoch)  # fmt: skip
+        past_end = fitted % self.steps_per_epoch
+        if 0 < past_end <= self.steps_per_epoch // 10 and fitted - past_end > step:
+            fitted -= past_end  # end at the epoch end just before: one evaluation less
         if abs(fitted - total) <= max(MIN_REFIT_STEPS, REFIT_TOLERANCE * total):
             return None
         return fitted

@@ -151,6 +151,7 @@ def _train(request: TrainConfig, process: ProcessInfo, *, started: float) -> Pat
         process=process,
         total_steps=config.steps,
         resume_step=state.global_step if saved is not None else None,
+        images=images.records,
     )
     clock = None
     if budget is not None and budget.seconds is not None:

@@ -17,7 +17,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'dinokit[tensorboard]'"
-_GROUPS = {"step": "train", "knn": "knn"}
+_GROUPS = {"step": "train", "knn": "knn", "label_free": "label_free"}
 _NOT_SCALARS = ("kind", "step")
 
 
@@ -48,7 +48,7 @@ class TensorBoardLog:
         self._writer: Any = SummaryWriter(log_dir=str(folder), purge_step=purge)
 
     def write(self, record: dict[str, Any]) -> None:
-        """Add every finite number of one record (``kind`` step or knn) and flush."""
+        """Add every finite number of one record (``kind`` step, knn or label_free) and flush."""
         group = _GROUPS.get(str(record.get("kind")))
         if group is None or "step" not in record:
             return
