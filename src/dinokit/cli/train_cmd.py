@@ -81,7 +81,7 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
         "--head-warmup-epochs",
         "head_warmup_epochs",
         float,
-        "train only the head first (auto when fine-tuning with a new head: 10%% of the run, "
+        "train only the head first (auto when fine-tuning with a new head: 25%% of the run, "
         "<= 1 epoch)",
     ),
     ("--drop-path", "drop_path", float, f"student stochastic depth ({ref.DROP_PATH:g}*)"),

@@ -91,6 +91,10 @@ class TrainConfig(_Settings):
             centre).
         out: Run folder.
 
+    Length: ``epochs``, or ``budget``: wall-clock time (``"15m"``, ``"2h"``) or steps
+    (``"500"``) that every schedule spans (:mod:`dinokit.training.budget`); ``steps`` is what
+    the run became (auto: epochs x steps per epoch, or what the budget buys).
+
     The fields below default to *auto* (``None``): each is resolved when the run starts by
     one rule of :mod:`dinokit.training.resolve`, from the loaded head, the recipe recorded
     with the weights, whether the run fine-tunes or trains from scratch, and the reference.

@@ -303,7 +303,8 @@ def plot_curves(metrics_path: Path, out: Path) -> Path | None:
             va="center",
             transform=axes[3].transAxes,
         )
-    axes[0].legend(fontsize=8)
+    if axes[0].get_legend_handles_labels()[0]:  # a run shorter than --log-every has none
+        axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -46,7 +46,7 @@ FINE_TUNING_LAYER_DECAY = 0.75
 #: Epochs a new head trains alone on top of pretrained features (backbone frozen), at most
 #: this fraction of the run.
 NEW_HEAD_WARMUP_EPOCHS = 1.0
-NEW_HEAD_WARMUP_FRACTION = 0.1
+NEW_HEAD_WARMUP_FRACTION = 0.25
 #: The lr warm-up takes this fraction of the run, at most the reference's 10 epochs.
 LR_WARMUP_FRACTION = 0.1
 #: The last layer stays frozen for this fraction of the run, at most the reference's 1 epoch
@@ -371,7 +371,7 @@ def _head_warmup(request: TrainConfig, facts: Facts) -> Filled:
     if not facts.fine_tuning:
         return {"head_warmup_epochs": (0.0, "auto (from scratch)")}
     warmup = min(NEW_HEAD_WARMUP_EPOCHS, NEW_HEAD_WARMUP_FRACTION * facts.run_epochs)
-    return {"head_warmup_epochs": (warmup, "fine-tuning: 10% of the run, at most 1 epoch")}
+    return {"head_warmup_epochs": (warmup, "fine-tuning: 25% of the run, at most 1 epoch")}
 
 
 def _out_dim(request: TrainConfig, facts: Facts) -> Filled:
