@@ -18,7 +18,8 @@ import re
 import time
 from dataclasses import dataclass
 
-#: A refit changes the run's length only when the plan is off by more than this fraction.
+#: A refit changes the run's length only when the plan is off by more than this fraction of
+#: the steps left (and :data:`MIN_REFIT_STEPS`): near the end, a few steps.
 REFIT_TOLERANCE = 0.02
 #: The share of a time budget the step-time probe may take (after its minimum steps).
 PROBE_SHARE = 0.04
@@ -147,7 +148,7 @@ class BudgetClock:
         past_end = fitted % self.steps_per_epoch
         if 0 < past_end <= self.steps_per_epoch // 10 and fitted - past_end > step:
             fitted -= past_end  # end at the epoch end just before: one evaluation less
-        if abs(fitted - total) <= max(MIN_REFIT_STEPS, REFIT_TOLERANCE * total):
+        if abs(fitted - total) <= max(MIN_REFIT_STEPS, REFIT_TOLERANCE * (total - step)):
             return None
         return fitted
 

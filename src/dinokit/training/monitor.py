@@ -148,14 +148,7 @@ class KnnMonitor:
         autocast: contextlib.AbstractContextManager[Any] | None,
     ) -> tuple[float, torch.Tensor]:
         """Top-1 kNN accuracy and the (N, D) reference features of ``backbone``."""
-        embedder = Embedder(
-            backbone,
-            batch_size=self.batch_size,
-            workers=self.workers,
-            device=str(device),
-            autocast=autocast,
-            generator=self.generator,
-        )
+        embedder = _embedder(self, backbone, device, autocast)
         train, val = embedder.embed_all(self.train), embedder.embed_all(self.val)
         train_features = torch.from_numpy(train.vectors)
         accuracy = knn_accuracy(
@@ -223,14 +216,7 @@ class LabelFreeCheck:
     ) -> QualityScore | None:
         """Effective rank and uniformity of ``backbone``'s CLS features of the sample
         (None when fewer than 2 images could be embedded)."""
-        embedder = Embedder(
-            backbone,
-            batch_size=self.batch_size,
-            workers=self.workers,
-            device=str(device),
-            autocast=autocast,
-            generator=self.generator,
-        )
+        embedder = _embedder(self, backbone, device, autocast)
         features = embedder.embed_all(self.records).vectors
         return quality_score(features) if len(features) >= 2 else None
 
@@ -305,3 +291,21 @@ class CollapseWatch:
             hint,
         )
         return signature
+
+
+def _embedder(
+    owner: KnnMonitor | LabelFreeCheck,
+    backbone: Backbone,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager[Any] | None,
+) -> Embedder:
+    """The batched extractor of a measurement: ``backbone`` in evaluation mode on
+    ``device``, with the owner's batch, workers and own generator (never the global RNG)."""
+    return Embedder(
+        backbone,
+        batch_size=owner.batch_size,
+        workers=owner.workers,
+        device=str(device),
+        autocast=autocast,
+        generator=owner.generator,
+    )

@@ -8,6 +8,7 @@ teacher -> optimizer -> loss -> schedules -> optional resume -> data -> the trai
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import random
 import time
@@ -85,7 +86,8 @@ def _train(request: TrainConfig, process: ProcessInfo, *, started: float) -> Pat
     start = load_start(request)
     recorded = saved[DINOKIT_METADATA_KEY] if saved is not None else None
     request = _same_budget(request, recorded)
-    config = resolve_config(
+    resolve = functools.partial(
+        resolve_config,
         request,
         start,
         n_images=n_images,
@@ -93,6 +95,7 @@ def _train(request: TrainConfig, process: ProcessInfo, *, started: float) -> Pat
         device=process.device,
         recorded=recorded,
     )
+    config = resolve()
     budget = parse_budget(config.budget) if config.budget is not None else None
     dataset = _views(config, start, images.records)
     if budget is not None and budget.seconds is not None and request.steps is None:
@@ -107,15 +110,7 @@ def _train(request: TrainConfig, process: ProcessInfo, *, started: float) -> Pat
         )
         del probe
         spent = time.perf_counter() - started
-        config = resolve_config(
-            request,
-            start,
-            n_images=n_images,
-            world_size=process.world_size,
-            device=process.device,
-            recorded=recorded,
-            step_time=StepTime(seconds=timing.seconds, timed=timing.steps, spent=spent),
-        )
+        config = resolve(step_time=StepTime(timing.seconds, timed=timing.steps, spent=spent))
         restore_rng_state(rng)
     log_sources(config)
     logger.info(
