@@ -37,7 +37,7 @@ typecheck: setup
 check: lint typecheck test
 
 # The main job on built-in sample data: draw a labelled folder of shapes, DINO-train the tiny
-# test ViT on it for a 2-minute budget with the default recipe (labels unused) and watch the
+# test ViT on it for a 3-minute budget with the default recipe (labels unused) and watch the
 # teacher's kNN accuracy on held-out images; then export the teacher, embed every image with
 # it, show the neighbours of a few and draw the map of the embeddings.
 DEMO ?= demo
@@ -45,7 +45,7 @@ demo: setup
 	rm -rf $(DEMO)
 	$(BIN)/dinokit sample-data $(DEMO)/images
 	$(BIN)/dinokit train $(DEMO)/images/train --out $(DEMO)/run --model vit_test --weights none \
-		--budget 2m --eval-train $(DEMO)/images/train --eval-val $(DEMO)/images/val \
+		--budget 3m --eval-train $(DEMO)/images/train --eval-val $(DEMO)/images/val \
 		--eval-every 5 --no-progress
 	$(BIN)/dinokit export $(DEMO)/run --out $(DEMO)/model.safetensors
 	$(BIN)/dinokit embed $(DEMO)/images/train $(DEMO)/images/val --model $(DEMO)/model.safetensors \

@@ -165,7 +165,9 @@ def _refit(
     log.set_total_steps(total)
     if process.is_main:
         write_run_config(out, state.config)
-    logger.info(
+    large = abs(total - config.steps) >= 0.05 * config.steps  # small ones: debug lines
+    logger.log(
+        logging.INFO if large else logging.DEBUG,
         "budget %s: %d steps instead of %d at the pace measured so far (%.0f s left)",
         config.budget,
         total,
