@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dinokit.evaluation import flatten_pixels, pixel_mean, raw_pixel_vectors
+from dinokit.evaluation import baseline_vectors, flatten_pixels, pixel_mean, raw_pixel_vectors
 
 
 def _one_pixel(*rgb: tuple[int, int, int]) -> np.ndarray:
@@ -48,3 +48,14 @@ def test_bad_shapes_are_clear_errors() -> None:
         flatten_pixels(np.zeros((2, 4, 4), dtype=np.uint8))
     with pytest.raises(ValueError, match="pixel_mean"):
         raw_pixel_vectors(np.zeros((1, 2, 2, 3), dtype=np.uint8), np.zeros(3, dtype=np.float32))
+
+
+def test_baseline_vectors_centre_both_sets_by_the_training_mean() -> None:
+    # fp32 arrays: the val image is centred by the train mean, not by its own.
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, size=(5, 4, 4, 3), dtype=np.uint8)
+    val = rng.integers(0, 256, size=(3, 4, 4, 3), dtype=np.uint8)
+    train_x, val_x = baseline_vectors(train, val)
+    mean = pixel_mean(train)
+    np.testing.assert_array_equal(train_x, raw_pixel_vectors(train, mean))
+    np.testing.assert_array_equal(val_x, raw_pixel_vectors(val, mean))

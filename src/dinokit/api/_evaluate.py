@@ -32,10 +32,9 @@ from ..embeddings import Embeddings
 from ..evaluation import (
     BASELINE_SIZE,
     REFERENCE_KS,
+    baseline_vectors,
     label_scores,
-    pixel_mean,
     quality_score,
-    raw_pixel_vectors,
 )
 
 logger = logging.getLogger(__name__)
@@ -179,9 +178,7 @@ def raw_pixel_row(
     if not train_labels or not val_labels:
         logger.info("raw-pixel baseline skipped: it needs labelled train and val folders")
         return None
-    mean = pixel_mean(train_images)
-    train_x = raw_pixel_vectors(train_images, mean)
-    val_x = raw_pixel_vectors(val_images, mean)
+    train_x, val_x = baseline_vectors(train_images, val_images)
     row = EvaluationRow(
         model=f"raw pixels ({size} px)",
         preprocess="center-crop",

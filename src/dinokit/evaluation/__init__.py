@@ -4,7 +4,13 @@ label-free quality scores and the raw-pixel baseline's vectors. Pure metrics on 
 
 from .knn import DEFAULT_K, DEFAULT_TEMPERATURE, REFERENCE_KS, knn_accuracy, knn_predict
 from .linear import LinearProbeResult, linear_probe
-from .pixels import BASELINE_SIZE, flatten_pixels, pixel_mean, raw_pixel_vectors
+from .pixels import (
+    BASELINE_SIZE,
+    baseline_vectors,
+    flatten_pixels,
+    pixel_mean,
+    raw_pixel_vectors,
+)
 from .quality import QualityScore, effective_rank, quality_score, uniformity
 from .scores import label_scores
 
@@ -15,6 +21,7 @@ __all__ = [
     "REFERENCE_KS",
     "LinearProbeResult",
     "QualityScore",
+    "baseline_vectors",
     "effective_rank",
     "flatten_pixels",
     "knn_accuracy",

@@ -62,3 +62,20 @@ def raw_pixel_vectors(
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     rows /= np.maximum(norms, 1e-12)
     return rows
+
+
+def baseline_vectors(
+    train_images: NDArray[np.generic], val_images: NDArray[np.generic]
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """The raw-pixel baseline's vectors of a train/val pair: both centred by the training
+    images' mean (:func:`pixel_mean`) and L2-normalised (:func:`raw_pixel_vectors`).
+
+    Args:
+        train_images: (N, H, W, 3) reference images; their mean is the centre.
+        val_images: (M, H, W, 3) images of the same size.
+
+    Returns:
+        (N, 3*H*W) and (M, 3*H*W) float32 rows.
+    """
+    mean = pixel_mean(train_images)
+    return raw_pixel_vectors(train_images, mean), raw_pixel_vectors(val_images, mean)

@@ -30,11 +30,10 @@ from ..evaluation import (
     BASELINE_SIZE,
     DEFAULT_K,
     QualityScore,
+    baseline_vectors,
     knn_accuracy,
     label_scores,
-    pixel_mean,
     quality_score,
-    raw_pixel_vectors,
 )
 from ..models import Backbone, BackboneConfig, build_vit
 from .metrics import LabelFreePoint
@@ -113,11 +112,11 @@ class KnnMonitor:
         val_images, val = tiny_images(self.val, BASELINE_SIZE, workers=self.workers or None)
         if not train or not val:
             raise ValueError("the raw-pixel baseline found no readable labelled image")
-        mean = pixel_mean(train_images)
+        train_x, val_x = baseline_vectors(train_images, val_images)
         knn, _ = label_scores(
-            raw_pixel_vectors(train_images, mean),
+            train_x,
             [str(r.label) for r in train],
-            raw_pixel_vectors(val_images, mean),
+            val_x,
             [str(r.label) for r in val],
             k=[self.k],
         )
