@@ -8,11 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from dinokit.api import evaluate
 from dinokit.cli import main
 from dinokit.embeddings import Embeddings
+from dinokit.models import save_backbone
 from tests.data._helpers import write_jpeg
 
 S = math.sqrt(1 - 0.99**2)
@@ -144,3 +146,32 @@ def test_baselines_off_and_the_cli_flag(tmp_path, capsys) -> None:
     assert "raw pixels (32 px)" in capsys.readouterr().out
     assert main([*args, "--k", "1", "--json", "--no-baselines"]) == 0
     assert "raw pixels" not in capsys.readouterr().out
+
+
+def test_trained_weights_get_a_random_init_row_before_the_pixels(tmp_path, vit_test) -> None:
+    # fp32 (vit_test on CPU). A weights file of vit_test whose weights differ from the seeded
+    # random initialisation: its row, then "random init (vit_test)", then raw pixels.
+    train = _colour_folder(tmp_path / "train", 4, seed=0)
+    val = _colour_folder(tmp_path / "val", 2, seed=1)
+    with torch.no_grad():
+        for parameter in vit_test.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    weights = save_backbone(vit_test, tmp_path / "trained.safetensors")
+    options = dict(train=train, val=val, k=(1, 3), workers=0, precision="fp32")
+    rows = evaluate([weights, weights], **options)
+    assert [r.model for r in rows] == [
+        str(weights),
+        str(weights),
+        "random init (vit_test)",
+        "raw pixels (32 px)",
+    ]
+    # The row is the architecture with --weights none (the same seeded initialisation).
+    (untrained,) = evaluate("vit_test", weights="none", baselines=False, **options)
+    random_row = rows[2]
+    assert random_row.knn == untrained.knn and random_row.n_train == untrained.n_train == 8
+    assert random_row.quality == pytest.approx(untrained.quality)
+    assert rows[0].quality != pytest.approx(untrained.quality)  # the trained weights differ
+    # A model that is itself random gets no second row, and no baselines means none at all.
+    named = evaluate("vit_test", weights="none", **options)
+    assert [r.model for r in named] == ["vit_test", "raw pixels (32 px)"]
+    assert [r.model for r in evaluate(weights, baselines=False, **options)] == [str(weights)]

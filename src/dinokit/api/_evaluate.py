@@ -11,13 +11,15 @@ With labelled ``train`` and ``val`` folders, one more row scores the raw-pixel b
 image centre-cropped (shorter side) and scaled to 32 x 32, its 3,072 pixel values centred by
 the training mean and L2-normalised (:func:`~dinokit.evaluation.pixels.raw_pixel_vectors`).
 32 px is the classic "tiny images" size: cheap to decode and to search for any dataset, and
-still the floor a learned embedding has to beat (about 40 % kNN top-1 on CIFAR-10).
+still the floor a learned embedding has to beat (about 40 % kNN top-1 on CIFAR-10). Before it,
+each architecture whose weights were trained gets a row with its seeded random initialisation
+(``--weights none``): what training added is the gap between the two.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from numpy.typing import NDArray
 from ..data.sources import list_images
 from ..data.tiny import tiny_images
 from ..embed import embed
+from ..embed.model_record import random_backbone
 from ..embeddings import Embeddings
 from ..evaluation import (
     BASELINE_SIZE,
@@ -36,6 +39,7 @@ from ..evaluation import (
     label_scores,
     quality_score,
 )
+from ..models import RANDOM_INIT, Backbone, BackboneConfig
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +116,13 @@ def evaluate(
         workers: Loader processes (default: the embedder's).
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
         device: ``auto``, ``cpu``, ``cuda``...
-        baselines: With labelled ``train`` and ``val`` folders, add the raw-pixel kNN row
-            (model ``raw pixels (32 px)``) last.
+        baselines: With labelled ``train`` and ``val`` folders, add the baseline rows: the
+            random initialisation of each trained model's architecture (model ``random init
+            (<name>)``, the first preprocessing mode, teacher), then the raw pixels (model
+            ``raw pixels (32 px)``).
 
     Returns:
-        One :class:`EvaluationRow` per recipe, in the order given, then the baseline row.
+        One :class:`EvaluationRow` per recipe, in the order given, then the baseline rows.
 
     Example:
         >>> rows = dinokit.evaluate(["dino_vits16", "runs/shop"], train="data/train",
@@ -131,12 +137,13 @@ def evaluate(
     options = dict(
         feature=feature, batch_size=batch_size, workers=workers, precision=precision, device=device
     )
-    rows = [
+    scored = [
         _embed_and_score(model, weights, mode, side, train, val, options, k=k, linear=linear)
         for model in model_list
         for mode in preprocess
         for side in branch
     ]
+    rows = [row for row, _ in scored]
     if train_embeddings is not None:
         train_emb = _load(train_embeddings)
         val_emb = _load(val_embeddings) if val_embeddings is not None else None
@@ -144,6 +151,8 @@ def evaluate(
             _row(_recorded_model(train_emb, train_embeddings), train_emb, val_emb, k, linear)
         )
     if baselines and train is not None and val is not None:
+        for config in _pretrained_architectures(record for _, record in scored):
+            rows.append(_random_init_row(config, preprocess[0], train, val, options, k, linear))
         baseline = raw_pixel_row(train, val, k=k, linear=linear, workers=workers)
         if baseline is not None:
             rows.append(baseline)
@@ -192,6 +201,37 @@ def raw_pixel_row(
     return row
 
 
+def _pretrained_architectures(records: Iterable[dict[str, Any]]) -> list[BackboneConfig]:
+    """The architectures, in order and once each, of the models that carry trained weights
+    (a model built with random weights is its own random-initialisation row)."""
+    configs: list[BackboneConfig] = []
+    for record in records:
+        if record.get("source") == RANDOM_INIT or not isinstance(record.get("backbone"), dict):
+            continue
+        config = BackboneConfig.from_dict(record["backbone"])
+        if config not in configs:
+            configs.append(config)
+    return configs
+
+
+def _random_init_row(
+    config: BackboneConfig,
+    mode: str | None,
+    train: str | Path,
+    val: str | Path,
+    options: dict[str, Any],
+    k: Sequence[int],
+    linear: bool,
+) -> EvaluationRow:
+    """The scores of ``config``'s architecture with random weights (seeded as ``--weights
+    none``), as row ``random init (<architecture>)``."""
+    row, _ = _embed_and_score(
+        random_backbone(config), None, mode, "teacher", train, val, options, k=k, linear=linear
+    )
+    row.model = f"{RANDOM_INIT} ({config.name})"
+    return row
+
+
 def _labelled_tiny_images(
     folder: str | Path, size: int, workers: int | None
 ) -> tuple[NDArray[np.uint8], list[str]]:
@@ -203,7 +243,7 @@ def _labelled_tiny_images(
 
 
 def _embed_and_score(
-    model: str | Path,
+    model: str | Path | Backbone,
     weights: str | Path | None,
     mode: str | None,
     side: str,
@@ -213,17 +253,22 @@ def _embed_and_score(
     *,
     k: Sequence[int],
     linear: bool,
-) -> EvaluationRow:
-    """Embed the folders with one recipe and score them."""
+) -> tuple[EvaluationRow, dict[str, Any]]:
+    """Embed the folders with one recipe and score them; the row and the model's record
+    (architecture, where its weights came from)."""
     assert train is not None  # checked by evaluate()
-    named = not Path(model).expanduser().exists()
+    named = isinstance(model, str | Path) and not Path(model).expanduser().exists()
     recipe = dict(
         options, model=model, weights=weights if named else None, branch=side, preprocess=mode
     )
-    logger.info("embedding %s with %s (%s, %s)", train, model, mode or "own", side)
+    name = model.config.name if isinstance(model, Backbone) else model
+    logger.info("embedding %s with %s (%s, %s)", train, name, mode or "own", side)
     train_emb = embed(train, **recipe)
     val_emb = embed(val, **recipe) if val is not None else None
-    return _row(str(model), train_emb, val_emb, k, linear)
+    record = train_emb.metadata.get("model")
+    return _row(str(model), train_emb, val_emb, k, linear), (
+        record if isinstance(record, dict) else {}
+    )
 
 
 def _labelled(emb: Embeddings, what: str) -> Embeddings:

@@ -63,7 +63,8 @@ def add_parser(subparsers: Any) -> None:
         "--no-baselines",
         dest="baselines",
         action="store_false",
-        help="leave out the raw-pixel kNN row (added with labelled --train and --val folders)",
+        help="leave out the baseline rows (random init of a trained model's architecture, raw "
+        "pixels; added with labelled --train and --val folders)",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(run=run)

@@ -1,12 +1,13 @@
 """Backbones: the registry, building by name, weights of every official layout, export."""
 
-from .backbone import Backbone, Features, build_vit
+from .backbone import RANDOM_INIT, Backbone, Features, build_vit
 from .config import BackboneConfig, Preprocessing, WeightsSource
 from .export import export, save_backbone
 from .factory import create_backbone, load
 from .registry import get_config, list_backbones
 
 __all__ = [
+    "RANDOM_INIT",
     "Backbone",
     "BackboneConfig",
     "Features",

@@ -92,6 +92,10 @@ def build_vit(config: BackboneConfig, *, drop_path_rate: float = 0.0) -> nn.Modu
     )
 
 
+RANDOM_INIT = "random init"
+"""``Backbone.source`` of weights that were initialised at random (no file loaded)."""
+
+
 class Backbone(nn.Module):
     """A ViT backbone with its config (architecture + preprocessing) attached.
 
@@ -106,7 +110,7 @@ class Backbone(nn.Module):
 
     vit: Any  # timm VisionTransformer (timm ships no type information)
 
-    def __init__(self, vit: nn.Module, config: BackboneConfig, source: str = "random init"):
+    def __init__(self, vit: nn.Module, config: BackboneConfig, source: str = RANDOM_INIT):
         super().__init__()
         self.vit = vit
         self.config = config

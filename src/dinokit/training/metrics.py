@@ -77,9 +77,6 @@ class KnnPoint:
 RAW_PIXELS = "raw pixels (32 px)"
 """The name of the raw-pixel baseline (``dinokit evaluate``'s row of the same name)."""
 
-RANDOM_INIT = "random init"
-"""The name of the random-initialisation baseline."""
-
 
 @dataclass(frozen=True)
 class Baseline:

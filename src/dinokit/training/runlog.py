@@ -28,12 +28,11 @@ from typing import Any
 from .._files import atomic_write
 from .._progress import ProgressBar
 from ..data import ImageRecord, list_images
-from ..models import save_backbone
+from ..models import RANDOM_INIT, save_backbone
 from ..runtime.distributed import ProcessInfo, barrier
 from .config import ResolvedConfig
 from .metrics import (
     METRICS_FILE,
-    RANDOM_INIT,
     RAW_PIXELS,
     KnnSummary,
     LabelFreePoint,
@@ -55,7 +54,7 @@ BEST_TEACHER = "teacher_best.safetensors"
 SUMMARY_FILE = "summary.json"
 """The run's verdict (kNN start, best, last and baselines; or the label-free check), in the
 run folder."""
-FROM_SCRATCH = "random init"
+FROM_SCRATCH = RANDOM_INIT
 """``TrainState.base_weights`` of a run that starts from random weights."""
 
 
