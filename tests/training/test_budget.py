@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from dinokit.dino import dino_schedules, respan
+from dinokit.dino import dino_schedules, respan, respanned_step
 from dinokit.dino.defaults import BASE_LR, MIN_LR
 from dinokit.training import budget as budget_module
 from dinokit.training import train
@@ -81,6 +81,11 @@ def test_respan_keeps_the_past_and_ends_every_schedule_at_its_final_value() -> N
     peak = int(np.argmax(stretched.lr))
     assert stretched.lr[peak] == pytest.approx(BASE_LR, rel=1e-9)
     assert abs(peak - (10 + 2 * (19 - 10))) <= 1
+    # respanned_step says where that warm-up now ends (the record config.yaml keeps).
+    warmup_end = respanned_step(20, done=10, old_total=100, total_steps=190)
+    assert warmup_end == pytest.approx(10 + 10 * 179 / 89)
+    assert stretched.lr[round(warmup_end) - 1] == pytest.approx(BASE_LR, rel=2e-3)
+    assert respanned_step(5, done=10, old_total=100, total_steps=190) == 5  # already run
     with pytest.raises(ValueError, match="respan"):
         respan(old, done=100, total_steps=120)
 
@@ -164,7 +169,8 @@ def test_a_time_budget_is_measured_then_spanned(image_folder: Path, tmp_path: Pa
     assert checkpoint["global_step"] == steps  # it ran the steps it planned, refits included
     assert len(checkpoint["schedules"]["lr"]) == steps
     assert checkpoint["spent_seconds"] > 0
-    assert step_records(out)[-1]["lr"] == pytest.approx(MIN_LR, rel=1e-6)
+    if steps >= 2:  # a single step is the cosine's first value (a very slow machine)
+        assert step_records(out)[-1]["lr"] == pytest.approx(MIN_LR, rel=1e-6)
 
 
 def test_resuming_a_time_budget_keeps_its_steps_and_schedules(

@@ -16,7 +16,14 @@ from dinokit.dino.head import (
 from dinokit.dino.koleo import koleo_loss, koleo_per_crop
 from dinokit.dino.loss import DINOLoss, teacher_temperature
 from dinokit.dino.multicrop import MultiCropTransform
-from dinokit.dino.schedules import Schedules, cosine_schedule, dino_schedules, respan, scaled_lr
+from dinokit.dino.schedules import (
+    Schedules,
+    cosine_schedule,
+    dino_schedules,
+    respan,
+    respanned_step,
+    scaled_lr,
+)
 
 __all__ = [
     "DINOHead",
@@ -33,6 +40,7 @@ __all__ = [
     "koleo_per_crop",
     "make_teacher",
     "respan",
+    "respanned_step",
     "scaled_lr",
     "teacher_temperature",
     "to_legacy_head_state_dict",

@@ -208,3 +208,18 @@ def respan(schedules: Schedules, *, done: int, total_steps: int) -> Schedules:
         momentum=stretch(schedules.momentum),
         steps_per_epoch=schedules.steps_per_epoch,
     )
+
+
+def respanned_step(step: float, *, done: int, old_total: int, total_steps: int) -> float:
+    """Where step ``step`` of the old schedules lands after :func:`respan` (steps already
+    taken stay where they were): a warm-up's end in a refitted run, for instance.
+
+    Args:
+        step: A step of the old schedules (may be fractional).
+        done: Steps already taken when the run was respanned.
+        old_total: The old length.
+        total_steps: The new length.
+    """
+    if step <= done or old_total - 1 <= done:
+        return step
+    return done + (step - done) * (total_steps - done - 1) / (old_total - 1 - done)

@@ -25,7 +25,13 @@ from typing import Any
 import torch
 
 from ..data import Failed
-from ..dino import cancel_last_layer_gradients, koleo_per_crop, respan, update_teacher
+from ..dino import (
+    cancel_last_layer_gradients,
+    koleo_per_crop,
+    respan,
+    respanned_step,
+    update_teacher,
+)
 from ..runtime import distributed
 from ..runtime.distributed import ProcessInfo, all_gather_objects
 from ..runtime.precision import autocast_context
@@ -153,13 +159,19 @@ def _refit(
     total = all_gather_objects(fitted)[0]
     if total is None:
         return
-    state.schedules = respan(state.schedules, done=state.global_step, total_steps=total)
+    done, per_epoch = state.global_step, state.schedules.steps_per_epoch
+    state.schedules = respan(state.schedules, done=done, total_steps=total)
     measured = config.sources.get("steps", "").split("; refitted")[0]
-    note = f"{measured}; refitted at step {state.global_step} to the measured pace"
+    note = f"{measured}; refitted at step {done} to the measured pace"
+    # The lr warm-up is part of the stretched schedules: the record follows it.
+    warmup = respanned_step(
+        config.warmup_epochs * per_epoch, done=done, old_total=config.steps, total_steps=total
+    )
     state.config = dataclasses.replace(
         config,
         steps=total,
-        epochs=math.ceil(total / state.schedules.steps_per_epoch),
+        epochs=math.ceil(total / per_epoch),
+        warmup_epochs=warmup / per_epoch,
         sources=config.sources | {"steps": note},
     )
     log.set_total_steps(total)
