@@ -172,7 +172,8 @@ def _refit(
         steps=total,
         epochs=math.ceil(total / per_epoch),
         warmup_epochs=warmup / per_epoch,
-        sources=config.sources | {"steps": note},
+        sources=config.sources
+        | {"steps": note, "epochs": f"budget {config.budget}: {total / per_epoch:.3g} epochs"},
     )
     log.set_total_steps(total)
     if process.is_main:

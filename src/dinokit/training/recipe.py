@@ -120,6 +120,59 @@ def recipe_from_args(args: Mapping[str, Any] | None, *, epoch: int | None) -> Re
     return Recipe(values, notes, batch)
 
 
+#: The values a dinokit run folder brings when it is trained further (on new images, say):
+#: its method, the learning rate and layer decay included, so a run continues as it was
+#: trained. A run from scratch continues as pretraining; a gentle fine-tuning run stays gentle.
+#: Its length, batch, spans and data are the new run's own.
+RUN_RECIPE_FIELDS = (
+    "lr",
+    "layer_decay",
+    "koleo",
+    "momentum",
+    "teacher_temp",
+    "norm_last_layer",
+    "use_bn_in_head",
+    "weight_decay",
+    "weight_decay_end",
+    "clip_grad",
+    "drop_path",
+    "local_crops",
+    "global_scale",
+    "local_scale",
+)
+
+
+def recipe_from_run(train_config: Mapping[str, Any] | None) -> Recipe:
+    """The recipe of a dinokit training checkpoint (its recorded ``train_config``).
+
+    The teacher temperature continues at its final value (the recorded run's warm-up is
+    over, or is not repeated), and the momentum rule reads the recorded batch per process.
+
+    Args:
+        train_config: The checkpoint's resolved :class:`TrainConfig` fields.
+
+    Returns:
+        The values of :data:`RUN_RECIPE_FIELDS` it records, with notes; empty without it.
+    """
+    if not train_config:
+        return Recipe()
+    values: dict[str, Any] = {}
+    notes: dict[str, str] = {}
+    for name in RUN_RECIPE_FIELDS:
+        value = train_config.get(name)
+        if value is None:
+            continue
+        values[name] = tuple(float(v) for v in value) if isinstance(value, list | tuple) else value
+        notes[name] = f"the run's recipe: {name}={show(value)}"
+    if "teacher_temp" in values:
+        values["warmup_teacher_temp"] = values["teacher_temp"]
+        values["warmup_teacher_temp_epochs"] = 0
+        notes["warmup_teacher_temp"] = "the run's recipe: teacher_temp (its warm-up done)"
+        notes["warmup_teacher_temp_epochs"] = "the run's recipe: its warm-up done"
+    batch = train_config.get("batch_size")
+    return Recipe(values, notes, batch if isinstance(batch, int) and batch > 0 else None)
+
+
 def _continue_temperature_warmup(values: dict[str, Any], notes: dict[str, str], done: int) -> None:
     """The rest of the reference's linear warm-up after ``done`` epochs (same line)."""
     epochs = int(values["warmup_teacher_temp_epochs"])

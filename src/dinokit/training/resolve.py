@@ -286,7 +286,8 @@ def _momentum(request: TrainConfig, facts: Facts) -> Filled:
     origin = "reference"
     recipe = facts.start.recipe
     if "momentum" in recipe.values:
-        base, origin = float(recipe.values["momentum"]), "checkpoint args"
+        base = float(recipe.values["momentum"])
+        origin = recipe.notes["momentum"].split(":")[0]  # checkpoint args, the run's recipe
         reference_batch = recipe.batch or defaults.TEACHER_MOMENTUM_BATCH
     elif facts.small_scratch:
         base, reference_batch = SMALL_SCRATCH_MOMENTUM, SMALL_SCRATCH_MOMENTUM_BATCH
@@ -340,16 +341,22 @@ def _spans(request: TrainConfig, facts: Facts) -> Filled:
 def _fine_tuning_values(request: TrainConfig, facts: Facts) -> Filled:
     """lr, layer decay and KoLeo: the reference's from scratch (and DINOv2's KoLeo, which
     keeps a short run's features apart while the targets form); lower lr, layer decay and no
-    KoLeo when fine-tuning weights trained without it."""
+    KoLeo when fine-tuning weights trained without it; a dinokit run's own values when it is
+    trained further (:func:`~dinokit.training.recipe.recipe_from_run`)."""
     source = f"auto ({facts.start_kind})"
     if facts.fine_tuning:
-        return {
+        filled: Filled = {
             "lr": (FINE_TUNING_LR, source),
             "layer_decay": (FINE_TUNING_LAYER_DECAY, source),
             "koleo": (0.0, source),
         }
+        recipe = facts.start.recipe
+        for name in ("lr", "layer_decay", "koleo"):
+            if name in recipe.values:  # a dinokit run continues as it was trained
+                filled[name] = (recipe.values[name], recipe.notes[name])
+        return filled
     koleo = DINOV2_KOLEO_WEIGHT if facts.batch >= 2 else 0.0  # no other image to spread
-    filled: Filled = {
+    filled = {
         "lr": (defaults.BASE_LR, source),
         "layer_decay": (1.0, source),
         "koleo": (koleo, source),
@@ -457,13 +464,17 @@ def _recorded_sources(
     }
 
 
+RECORDED = ("checkpoint args", "the run's recipe", "the loaded head")
+"""How the notes of values the starting weights brought begin."""
+
+
 def log_sources(config: ResolvedConfig) -> None:
     """One line per value taken from the weights' recorded recipe or a rule, the rest
     (plain defaults) in one debug line."""
     plain = []
     for name, source in config.sources.items():
         value = getattr(config, name)
-        if source.startswith(("checkpoint args", "the loaded head")) or name == "momentum":
+        if source.startswith(RECORDED) or name == "momentum":
             logger.info("%s=%s (from %s)", name, show(value), source)
         else:
             plain.append(f"{name}={show(value)} ({source})")

@@ -20,7 +20,7 @@ from ..models.weights import read_weights, resolve_official_weights
 from ..models.weights.files import WeightsFile, is_hf_folder
 from ..models.weights.hub import HF_PREFIX
 from .config import TrainConfig
-from .recipe import Recipe, recipe_from_args
+from .recipe import Recipe, recipe_from_args, recipe_from_run
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,14 @@ def _initial_weights(config: TrainConfig) -> tuple[BackboneConfig, WeightsFile |
 
 
 def _recorded_recipe(weights_file: WeightsFile | None) -> Recipe:
-    """The training recipe recorded in an official DINO full checkpoint (else empty)."""
-    if weights_file is None or weights_file.layout != "dino-full-checkpoint":
+    """The training recipe recorded in an official DINO full checkpoint or a dinokit
+    training checkpoint (else empty)."""
+    if weights_file is None:
+        return Recipe()
+    if weights_file.layout == "dinokit-checkpoint":
+        recorded = weights_file.metadata.get("train_config")
+        return recipe_from_run(recorded if isinstance(recorded, dict) else None)
+    if weights_file.layout != "dino-full-checkpoint":
         return Recipe()
     args = weights_file.metadata.get("args")
     return recipe_from_args(
