@@ -19,6 +19,7 @@ import yaml
 
 from dinokit.dino.head import DINOHead
 from dinokit.training import train
+from dinokit.training.config import TrainConfig
 from dinokit.training.recipe import momentum_for_batch, recipe_from_args
 from tests.models.checkpoints import (
     BOOSTED_VITS16_ARGS,
@@ -27,6 +28,7 @@ from tests.models.checkpoints import (
     write_dino_full_checkpoint,
 )
 from tests.training.test_run import (
+    BATCH,
     Built,
     build,
     fast_training,
@@ -207,3 +209,54 @@ def test_continued_run_uses_and_records_the_recipe(
         "teacher_temp: 0.07  # checkpoint args: teacher_temp=0.07\n"
         in (out / "config.yaml").read_text()
     )
+
+
+def test_a_dinokit_run_trained_further_continues_its_own_recipe(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    # CPU fp32; recorded values come back exactly. A run trained with its own method values...
+    first = train(
+        tiny_config(
+            image_folder,
+            tmp_path / "first",
+            epochs=1,
+            lr=2e-3,
+            layer_decay=0.9,
+            koleo=0.05,
+            momentum=0.98,
+            drop_path=0.0,
+            local_crops=3,
+            use_bn_in_head=True,
+            teacher_temp=0.05,
+            warmup_teacher_temp=0.03,
+            warmup_teacher_temp_epochs=5,
+        )
+    )
+    # ... then trained further on other images with nothing set: the run's recipe, at the
+    # new batch (the momentum per image: 0.98 at the recorded batch).
+    later = TrainConfig(
+        data=[str(image_folder)],
+        out=str(tmp_path / "later"),
+        model=str(first),
+        epochs=1,
+        batch_size=2 * BATCH,
+        workers=0,
+        device="cpu",
+        precision="fp32",
+        progress=False,
+    )
+    config = resolve(later, n_images=10)
+    assert (config.lr, config.layer_decay, config.koleo) == (2e-3, 0.9, 0.05)
+    assert config.momentum == pytest.approx(momentum_for_batch(0.98, 2 * BATCH, BATCH), rel=1e-12)
+    assert (config.drop_path, config.local_crops, config.use_bn_in_head) == (0.0, 3, True)
+    # The temperature warm-up is not repeated: the teacher continues at its final value.
+    assert (config.warmup_teacher_temp, config.teacher_temp) == (0.05, 0.05)
+    assert config.warmup_teacher_temp_epochs == 0 and config.head_warmup_epochs == 0
+    assert config.sources["lr"] == "the run's recipe: lr=0.002"
+    assert config.sources["momentum"].startswith("the run's recipe 0.98 at batch 2, per image")
+    # What the user sets still wins; its bare weights file (no recipe) is fine-tuned gently.
+    assert resolve(dataclasses.replace(later, lr=1e-5), n_images=10).lr == 1e-5
+    bare_file = str(first / "teacher.safetensors")
+    bare = resolve(dataclasses.replace(later, model=bare_file), n_images=10)
+    assert (bare.lr, bare.layer_decay, bare.koleo) == (1e-4, 0.75, 0.0)
+    assert bare.head_warmup_epochs > 0  # a new head
