@@ -27,6 +27,11 @@ run continues where it stopped):
     continued training on ``imagenette-mini/train`` for each of ``--strong-seeds``.
 ``extras``
     The fine-tuned model of seed 0: preprocessing modes and teacher vs student.
+``budget``
+    Both starts fine-tuned on ``imagenette-mini/train`` for ``--ft-budget`` (15 minutes) with
+    nothing set but the seed: the pretrain run folder (its head and recipe) and the
+    supervised backbone file (a new head); from the strong start, also the from-scratch lr
+    without layer decay. kNN on both domains after each run.
 ``probes``
     Why the recipe is what it is: the first ``--probe-steps`` steps of the scratch run (its
     schedules unchanged) with one setting changed at a time; teacher and student kNN.
@@ -37,7 +42,8 @@ run continues where it stopped):
     python benchmarks/finetune_experiment.py --out runs/finetune-experiment
 
 Everything runs on the CPU at 32 px (a 192-d, 6-block ViT with 4 px patches); the defaults
-take about 4 hours on 2 cores. ``--smoke`` runs every stage for a step or two, on any small
+take about 6 hours on 2 cores (the ``budget`` stage's runs need the CPU to themselves: their
+length is measured time). ``--smoke`` runs every stage for a step or two, on any small
 ``--data`` folder with the same layout, to check that the experiment runs end to end.
 
 The parts live in ``benchmarks/finetune/``: the stages, the runs they start, the guide's loop,
@@ -66,7 +72,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Experiment, list[str]
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULTS.out)
     parser.add_argument("--data", type=Path, default=DEFAULTS.data)
-    parser.add_argument("--stages", default="scratch,seeds,pretrain,finetune,strong,extras,report")
+    parser.add_argument(
+        "--stages", default="scratch,seeds,pretrain,finetune,strong,extras,budget,report"
+    )
     parser.add_argument("--scratch-epochs", type=int, default=DEFAULTS.scratch_epochs)
     parser.add_argument(
         "--budget-min",
@@ -87,6 +95,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Experiment, list[str]
         default=DEFAULTS.batch_size,
         help="batch of the cifar10-mini runs; fine-tuning runs use half",
     )
+    parser.add_argument("--ft-budget", default=DEFAULTS.ft_budget, help="budget stage: 15m")
     parser.add_argument(
         "--smoke", action="store_true", help="every stage for a step or two (tiny sizes)"
     )

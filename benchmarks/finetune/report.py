@@ -39,6 +39,15 @@ def render(results: Results, exp: Experiment) -> str:
         lines += _extras(results.extras)
     if results.probes:
         lines += _probes(results.probes)
+    for start, stage in (results.budget or {}).items():
+        lines += _arms(
+            f"The {start} start fine-tuned for a {exp.ft_budget} budget (seeds "
+            + ", ".join(str(s) for s in exp.seeds)
+            + ")",
+            f"Before: imagenette-mini {100 * stage.before.knn:.1f}%, "
+            f"cifar10-mini {100 * stage.before_cifar.knn:.1f}%",
+            stage.arms,
+        )
     return "\n".join(lines)
 
 

@@ -116,6 +116,7 @@ class Results:
     strong: Strong | None = None
     extras: dict[str, list[Evaluation]] | None = None  # model -> its rows
     probes: Probes | None = None
+    budget: dict[str, FineTuning] | None = None  # start (weak, strong) -> its arms
 
     @classmethod
     def load(cls, path: Path) -> Results:

@@ -44,6 +44,7 @@ class Experiment:
         strong_seeds: Seeds of the fine-tuning runs from strong features.
         batch_size: Batch of the runs on cifar10-mini (5,000 images); the fine-tuning runs on
             imagenette-mini (1,000 images) use half of it.
+        ft_budget: ``--budget`` of each run of the ``budget`` stage (its batch is automatic).
     """
 
     out: Path = Path("runs/finetune-experiment")
@@ -58,6 +59,7 @@ class Experiment:
     supervised_epochs: int = 10
     strong_seeds: tuple[int, ...] = (0, 1)
     batch_size: int = 128
+    ft_budget: str = "15m"
 
     @property
     def cifar(self) -> Path:
@@ -85,6 +87,7 @@ SMOKE: dict[str, Any] = {
     "supervised_epochs": 1,
     "strong_seeds": [0],
     "batch_size": 8,
+    "ft_budget": "2",
 }
 """``--smoke``: every stage for a step or two (a few dozen images are enough), to check that
 the experiment runs end to end; given flags still win."""

@@ -214,6 +214,57 @@ def stage_strong(exp: Experiment) -> Strong:
     return Strong(before, before_cifar, runs, seconds=seconds, epochs=exp.supervised_epochs)
 
 
+# Section 3c: each start fine-tuned for the same time budget with the defaults and nothing
+# else; from strong features, the from-scratch lr without layer decay beside them (what the
+# defaults' gentle values are for).
+BUDGET_ARMS: dict[str, dict[str, dict[str, Any]]] = {
+    "weak": {"dinokit defaults": {}},
+    "strong": {
+        "dinokit defaults": {},
+        "lr 4e-3, no layer decay": {"lr": 4e-3, "layer_decay": 1.0},
+    },
+}
+
+
+def stage_budget(exp: Experiment) -> dict[str, FineTuning]:
+    """The weak start (the pretrain run folder: its head and recipe) and the strong one (the
+    supervised backbone file: a new head), each fine-tuned on imagenette-mini/train for
+    ``ft_budget`` with nothing set but the seed, measured on both domains."""
+    strong = exp.out / "supervised" / "backbone.safetensors"
+    train_supervised(
+        exp.cifar / "train",
+        strong,
+        epochs=exp.supervised_epochs,
+        seed=0,
+        threads=exp.threads,
+        batch_size=exp.batch_size,
+    )
+    starts = {"weak": exp.out / "pretrain", "strong": strong}
+    stages: dict[str, FineTuning] = {}
+    for start, model in starts.items():
+        before, before_cifar = both_domains(exp.data, model)
+        arms: dict[str, list[ArmRun]] = {}
+        for arm, change in BUDGET_ARMS[start].items():
+            arms[arm] = []
+            for seed in exp.seeds:
+                options = {"model": model, "budget": exp.ft_budget, "workers": 1, "seed": seed}
+                run = exp.out / f"budget-{start}-{arm.replace(' ', '-').replace(',', '')}-{seed}"
+                options.update(change)
+                seconds = dinokit_train(exp.nette / "train", run, options, exp.threads)
+                after, cifar_after = _measured(exp, run)
+                arms[arm].append(ArmRun(seed, seconds, after, cifar_after, knn_curve(run)))
+                logger.info(
+                    "budget %s, %s, seed %d: kNN %.1f%% (cifar10-mini %.1f%%)",
+                    start,
+                    arm,
+                    seed,
+                    100 * after.knn,
+                    100 * cifar_after.knn,
+                )
+        stages[start] = FineTuning(before, before_cifar, arms)
+    return stages
+
+
 def stage_probes(exp: Experiment) -> Probes:
     """The first ``probe_steps`` of the scratch run with one setting changed at a time."""
     rows: dict[str, ProbeRow] = {}
@@ -257,5 +308,6 @@ STAGES: dict[str, Callable[[Experiment], Any]] = {
     "extras": stage_extras,
     "probes": stage_probes,
     "strong": stage_strong,
+    "budget": stage_budget,
 }
 """Each stage by its ``--stages`` name (also its entry in ``results.json``)."""

@@ -115,6 +115,7 @@ def _every_stage() -> Results:
         strong=Strong(_evaluation(0.37), _evaluation(0.5), arms, seconds=600.0, epochs=10),
         extras={"pretrained": [_evaluation(0.27)], "fine-tuned": [_evaluation(0.3)]},
         probes=Probes(50, {"recipe": ProbeRow(0.253, 0.27, 4.3, 4.1, math.log(256))}),
+        budget={"weak": FineTuning(_evaluation(0.254), _evaluation(0.291), arms)},
     )
 
 
@@ -145,6 +146,8 @@ def test_report_and_plot_of_every_stage(tmp_path: Path) -> None:
     assert "Before: imagenette-mini 37.0%, cifar10-mini 50.0%" in report
     assert "| fine-tuned | center-crop | teacher | 30.0% | 12.5 |" in report
     assert "| recipe | 25.3% | 27.0% | 4.10 -> 4.30 of 5.55 |" in report
+    assert "## The weak start fine-tuned for a 15m budget (seeds 0, 1)" in report
+    assert "Before: imagenette-mini 25.4%, cifar10-mini 29.1%" in report
     plot_results(_every_stage(), tmp_path / "curves.png")
     with Image.open(tmp_path / "curves.png") as image:
         assert image.size == (1815, 440)  # three panels of 5.5 x 4 inches at 110 dpi
