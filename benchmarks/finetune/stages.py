@@ -156,18 +156,18 @@ def finetune_runs(
             options.update(epochs=exp.ft_epochs, workers=1, seed=seed)
             options.update(eval_train=exp.nette / "train", eval_val=exp.nette / "val")
             run = exp.out / f"{prefix}{arm.replace(' ', '-')}-seed{seed}"
-            seconds = dinokit_train(exp.nette / "train", run, options, exp.threads)
-            after, cifar_after = _measured(exp, run)
-            runs[arm].append(ArmRun(seed, seconds, after, cifar_after, knn_curve(run)))
-            logger.info(
-                "%s%s seed %d: kNN %.1f%% (cifar10-mini %.1f%%)",
-                prefix,
-                arm,
-                seed,
-                100 * after.knn,
-                100 * cifar_after.knn,
-            )
+            runs[arm].append(_arm_run(exp, run, options, f"{prefix}{arm} seed {seed}"))
     return runs
+
+
+def _arm_run(exp: Experiment, run: Path, options: dict[str, Any], name: str) -> ArmRun:
+    """One fine-tuning run on imagenette-mini/train (``options``' seed), measured on both
+    domains."""
+    seconds = dinokit_train(exp.nette / "train", run, options, exp.threads)
+    after, cifar_after = _measured(exp, run)
+    knn, cifar = 100 * after.knn, 100 * cifar_after.knn
+    logger.info("%s: kNN %.1f%% (cifar10-mini %.1f%%)", name, knn, cifar)
+    return ArmRun(int(options["seed"]), seconds, after, cifar_after, knn_curve(run))
 
 
 def _measured(exp: Experiment, run: Path) -> tuple[Evaluation, Evaluation]:
@@ -249,18 +249,8 @@ def stage_budget(exp: Experiment) -> dict[str, FineTuning]:
             for seed in exp.seeds:
                 options = {"model": model, "budget": exp.ft_budget, "workers": 1, "seed": seed}
                 run = exp.out / f"budget-{start}-{arm.replace(' ', '-').replace(',', '')}-{seed}"
-                options.update(change)
-                seconds = dinokit_train(exp.nette / "train", run, options, exp.threads)
-                after, cifar_after = _measured(exp, run)
-                arms[arm].append(ArmRun(seed, seconds, after, cifar_after, knn_curve(run)))
-                logger.info(
-                    "budget %s, %s, seed %d: kNN %.1f%% (cifar10-mini %.1f%%)",
-                    start,
-                    arm,
-                    seed,
-                    100 * after.knn,
-                    100 * cifar_after.knn,
-                )
+                name = f"budget {start}, {arm}, seed {seed}"
+                arms[arm].append(_arm_run(exp, run, {**options, **change}, name))
         stages[start] = FineTuning(before, before_cifar, arms)
     return stages
 
