@@ -20,7 +20,7 @@ import yaml
 from dinokit.dino.head import DINOHead
 from dinokit.training import train
 from dinokit.training.config import TrainConfig
-from dinokit.training.recipe import momentum_for_batch, recipe_from_args
+from dinokit.training.recipe import Recipe, momentum_for_batch, recipe_from_args, recipe_from_run
 from tests.models.checkpoints import (
     BOOSTED_VITS16_ARGS,
     DinoFullCheckpoint,
@@ -260,3 +260,11 @@ def test_a_dinokit_run_trained_further_continues_its_own_recipe(
     bare = resolve(dataclasses.replace(later, model=bare_file), n_images=10)
     assert (bare.lr, bare.layer_decay, bare.koleo) == (1e-4, 0.75, 0.0)
     assert bare.head_warmup_epochs > 0  # a new head
+
+
+def test_a_multi_process_run_records_its_total_batch(tmp_path: Path) -> None:
+    # The momentum rule reads the total batch: 4 processes of 64 images are batch 256.
+    recipe = recipe_from_run({"batch_size": 64, "momentum": 0.996}, world_size=4)
+    assert recipe.batch == 256 and recipe.values["momentum"] == 0.996
+    assert recipe_from_run({"batch_size": 64}).batch == 64
+    assert recipe_from_run(None) == Recipe()

@@ -142,14 +142,15 @@ RUN_RECIPE_FIELDS = (
 )
 
 
-def recipe_from_run(train_config: Mapping[str, Any] | None) -> Recipe:
+def recipe_from_run(train_config: Mapping[str, Any] | None, *, world_size: int = 1) -> Recipe:
     """The recipe of a dinokit training checkpoint (its recorded ``train_config``).
 
     The teacher temperature continues at its final value (the recorded run's warm-up is
-    over, or is not repeated), and the momentum rule reads the recorded batch per process.
+    over, or is not repeated), and the momentum rule reads the recorded total batch.
 
     Args:
         train_config: The checkpoint's resolved :class:`TrainConfig` fields.
+        world_size: The recorded run's processes (its batch is per process).
 
     Returns:
         The values of :data:`RUN_RECIPE_FIELDS` it records, with notes; empty without it.
@@ -170,7 +171,8 @@ def recipe_from_run(train_config: Mapping[str, Any] | None) -> Recipe:
         notes["warmup_teacher_temp"] = "the run's recipe: teacher_temp (its warm-up done)"
         notes["warmup_teacher_temp_epochs"] = "the run's recipe: its warm-up done"
     batch = train_config.get("batch_size")
-    return Recipe(values, notes, batch if isinstance(batch, int) and batch > 0 else None)
+    total = batch * max(1, world_size) if isinstance(batch, int) and batch > 0 else None
+    return Recipe(values, notes, total)
 
 
 def _continue_temperature_warmup(values: dict[str, Any], notes: dict[str, str], done: int) -> None:

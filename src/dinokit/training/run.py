@@ -270,6 +270,7 @@ def build_state(
         scaler=make_grad_scaler(config.precision, device),
         schedules=schedules,
         base_weights=start.base_weights,
+        world_size=world_size,
     )
 
 

@@ -98,7 +98,11 @@ def _recorded_recipe(weights_file: WeightsFile | None) -> Recipe:
         return Recipe()
     if weights_file.layout == "dinokit-checkpoint":
         recorded = weights_file.metadata.get("train_config")
-        return recipe_from_run(recorded if isinstance(recorded, dict) else None)
+        world = weights_file.metadata.get("world_size")
+        return recipe_from_run(
+            recorded if isinstance(recorded, dict) else None,
+            world_size=world if isinstance(world, int) else 1,
+        )
     if weights_file.layout != "dino-full-checkpoint":
         return Recipe()
     args = weights_file.metadata.get("args")

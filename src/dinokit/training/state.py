@@ -43,6 +43,7 @@ class TrainState:
     step_in_epoch: int = 0  # optimizer steps done in the current epoch
     global_step: int = 0
     spent_seconds: float = 0.0  # of a time budget, at the last checkpoint
+    world_size: int = 1  # processes (the recorded recipe's total batch)
 
     @property
     def epoch_float(self) -> float:
@@ -70,6 +71,7 @@ class TrainState:
                 "train_config": self.config.record(),
                 "base_weights": self.base_weights,
                 "config_sources": dict(self.config.sources),
+                "world_size": self.world_size,
             },
             "student": _network_state(self.student),
             "teacher": _network_state(self.teacher),
