@@ -190,8 +190,9 @@ def stage_finetune(exp: Experiment) -> FineTuning:
     return FineTuning(before, before_cifar, arms)
 
 
-def stage_strong(exp: Experiment) -> Strong:
-    """Fine-tuning arms from the supervised stand-in for strong pretrained features."""
+def _supervised(exp: Experiment) -> tuple[Path, float]:
+    """The supervised stand-in for strong features (trained once, then reused) and the
+    seconds its training took."""
     weights = exp.out / "supervised" / "backbone.safetensors"
     seconds = train_supervised(
         exp.cifar / "train",
@@ -201,6 +202,12 @@ def stage_strong(exp: Experiment) -> Strong:
         threads=exp.threads,
         batch_size=exp.batch_size,
     )
+    return weights, seconds
+
+
+def stage_strong(exp: Experiment) -> Strong:
+    """Fine-tuning arms from the supervised stand-in for strong pretrained features."""
+    weights, seconds = _supervised(exp)
     before, before_cifar = both_domains(exp.data, weights)
     naive = finetune_arms(exp, weights.parent)["naive"]
     arms: dict[str, dict[str, Any]] = {
@@ -230,15 +237,7 @@ def stage_budget(exp: Experiment) -> dict[str, FineTuning]:
     """The weak start (the pretrain run folder: its head and recipe) and the strong one (the
     supervised backbone file: a new head), each fine-tuned on imagenette-mini/train for
     ``ft_budget`` with nothing set but the seed, measured on both domains."""
-    strong = exp.out / "supervised" / "backbone.safetensors"
-    train_supervised(
-        exp.cifar / "train",
-        strong,
-        epochs=exp.supervised_epochs,
-        seed=0,
-        threads=exp.threads,
-        batch_size=exp.batch_size,
-    )
+    strong, _ = _supervised(exp)
     starts = {"weak": exp.out / "pretrain", "strong": strong}
     stages: dict[str, FineTuning] = {}
     for start, model in starts.items():
