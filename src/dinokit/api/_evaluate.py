@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from ..data.sources import list_images
 from ..data.tiny import tiny_images
 from ..embed import embed
-from ..embed.model_record import random_backbone
+from ..embed.model_record import RANDOM_INIT_SEED
 from ..embeddings import Embeddings
 from ..evaluation import (
     BASELINE_SIZE,
@@ -39,7 +39,7 @@ from ..evaluation import (
     label_scores,
     quality_score,
 )
-from ..models import RANDOM_INIT, Backbone, BackboneConfig
+from ..models import RANDOM_INIT, Backbone, BackboneConfig, random_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -225,8 +225,9 @@ def _random_init_row(
 ) -> EvaluationRow:
     """The scores of ``config``'s architecture with random weights (seeded as ``--weights
     none``), as row ``random init (<architecture>)``."""
+    backbone = random_backbone(config, seed=RANDOM_INIT_SEED)
     row, _ = _embed_and_score(
-        random_backbone(config), None, mode, "teacher", train, val, options, k=k, linear=linear
+        backbone, None, mode, "teacher", train, val, options, k=k, linear=linear
     )
     row.model = f"{RANDOM_INIT} ({config.name})"
     return row

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..models import Backbone, BackboneConfig, build_vit, load
+from ..models import Backbone, load
 from ..models.factory import NO_WEIGHTS
 
 RANDOM_INIT_SEED = 0
@@ -33,14 +33,6 @@ def build_backbone(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
         return load(model, weights=weights, branch=branch, device=device)
-
-
-def random_backbone(config: BackboneConfig) -> Backbone:
-    """``config``'s architecture with random weights, seeded as ``--weights none`` is (eval
-    mode, on the CPU; the global RNG is left as it was)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_INIT_SEED)
-        return Backbone(build_vit(config), config).eval()
 
 
 def model_record(

@@ -1,6 +1,6 @@
 """Backbones: the registry, building by name, weights of every official layout, export."""
 
-from .backbone import RANDOM_INIT, Backbone, Features, build_vit
+from .backbone import RANDOM_INIT, Backbone, Features, build_vit, random_backbone
 from .config import BackboneConfig, Preprocessing, WeightsSource
 from .export import export, save_backbone
 from .factory import create_backbone, load
@@ -19,5 +19,6 @@ __all__ = [
     "get_config",
     "list_backbones",
     "load",
+    "random_backbone",
     "save_backbone",
 ]

@@ -96,6 +96,14 @@ RANDOM_INIT = "random init"
 """``Backbone.source`` of weights that were initialised at random (no file loaded)."""
 
 
+def random_backbone(config: BackboneConfig, *, seed: int) -> Backbone:
+    """``config``'s architecture with random weights initialised from ``seed`` (on the CPU, in
+    eval mode; the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Backbone(build_vit(config), config).eval()
+
+
 class Backbone(nn.Module):
     """A ViT backbone with its config (architecture + preprocessing) attached.
 

@@ -35,7 +35,7 @@ from ..evaluation import (
     label_scores,
     quality_score,
 )
-from ..models import Backbone, BackboneConfig, build_vit
+from ..models import Backbone, BackboneConfig, random_backbone
 from .metrics import LabelFreePoint
 
 logger = logging.getLogger(__name__)
@@ -132,10 +132,7 @@ class KnnMonitor:
     ) -> float:
         """Top-1 weighted kNN accuracy (fraction) of ``config``'s architecture with random
         weights (initialised from ``seed``; the global RNG is left as it was)."""
-        with torch.random.fork_rng(devices=[]):  # weights are initialised on the CPU
-            torch.manual_seed(seed)
-            backbone = Backbone(build_vit(config), config)
-        backbone = backbone.to(device).eval()
+        backbone = random_backbone(config, seed=seed).to(device)
         accuracy, _ = self._accuracy(backbone, device=device, autocast=autocast)
         return accuracy
 
