@@ -76,11 +76,17 @@ class Recipe:
         values: TrainConfig field -> value (only what the record holds).
         notes: Field -> where the value came from, for the log and ``config.yaml``.
         batch: The recorded run's total batch (for the momentum rule), if known.
+        origin: Where the record came from (``checkpoint args``, ``the run's recipe``).
     """
 
     values: dict[str, Any] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     batch: int | None = None
+    origin: str = ""  # where the record came from, as its notes begin
+
+
+#: How the notes of an official checkpoint's recorded values, and of a dinokit run's, begin.
+ARGS_ORIGIN, RUN_ORIGIN = "checkpoint args", "the run's recipe"
 
 
 def recipe_from_args(args: Mapping[str, Any] | None, *, epoch: int | None) -> Recipe:
@@ -102,7 +108,7 @@ def recipe_from_args(args: Mapping[str, Any] | None, *, epoch: int | None) -> Re
             continue
         value = args[arg]
         values[name] = tuple(float(v) for v in value) if isinstance(default, tuple) else value
-        notes[name] = f"checkpoint args: {arg}={show(value)}"
+        notes[name] = f"{ARGS_ORIGIN}: {arg}={show(value)}"
     done = int(epoch) if isinstance(epoch, int | float) else 0
     if done and "warmup_teacher_temp_epochs" in values:
         _continue_temperature_warmup(values, notes, done)
@@ -117,7 +123,7 @@ def recipe_from_args(args: Mapping[str, Any] | None, *, epoch: int | None) -> Re
     per_gpu, world = args.get("batch_size_per_gpu"), args.get("world_size")
     if isinstance(per_gpu, int) and isinstance(world, int) and per_gpu > 0 and world > 0:
         batch = per_gpu * world
-    return Recipe(values, notes, batch)
+    return Recipe(values, notes, batch, origin=ARGS_ORIGIN)
 
 
 #: The values a dinokit run folder brings when it is trained further (on new images, say):
@@ -164,15 +170,15 @@ def recipe_from_run(train_config: Mapping[str, Any] | None, *, world_size: int =
         if value is None:
             continue
         values[name] = tuple(float(v) for v in value) if isinstance(value, list | tuple) else value
-        notes[name] = f"the run's recipe: {name}={show(value)}"
+        notes[name] = f"{RUN_ORIGIN}: {name}={show(value)}"
     if "teacher_temp" in values:
         values["warmup_teacher_temp"] = values["teacher_temp"]
         values["warmup_teacher_temp_epochs"] = 0
-        notes["warmup_teacher_temp"] = "the run's recipe: teacher_temp (its warm-up done)"
-        notes["warmup_teacher_temp_epochs"] = "the run's recipe: its warm-up done"
+        notes["warmup_teacher_temp"] = f"{RUN_ORIGIN}: teacher_temp (its warm-up done)"
+        notes["warmup_teacher_temp_epochs"] = f"{RUN_ORIGIN}: its warm-up done"
     batch = train_config.get("batch_size")
     total = batch * max(1, world_size) if isinstance(batch, int) and batch > 0 else None
-    return Recipe(values, notes, total)
+    return Recipe(values, notes, total, origin=RUN_ORIGIN)
 
 
 def _continue_temperature_warmup(values: dict[str, Any], notes: dict[str, str], done: int) -> None:

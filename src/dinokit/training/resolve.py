@@ -32,7 +32,7 @@ from ..runtime.precision import resolve_precision
 from .budget import parse_budget, steps_for_time
 from .config import ResolvedConfig, TrainConfig, is_fine_tuning
 from .data import steps_per_epoch
-from .recipe import RECIPE_ARGS, momentum_for_batch, show
+from .recipe import ARGS_ORIGIN, RECIPE_ARGS, RUN_ORIGIN, momentum_for_batch, show
 from .start import StartingPoint
 
 logger = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ def _momentum(request: TrainConfig, facts: Facts) -> Filled:
     recipe = facts.start.recipe
     if "momentum" in recipe.values:
         base = float(recipe.values["momentum"])
-        origin = recipe.notes["momentum"].split(":")[0]  # checkpoint args, the run's recipe
+        origin = recipe.origin
         reference_batch = recipe.batch or defaults.TEACHER_MOMENTUM_BATCH
     elif facts.small_scratch:
         base, reference_batch = SMALL_SCRATCH_MOMENTUM, SMALL_SCRATCH_MOMENTUM_BATCH
@@ -464,7 +464,7 @@ def _recorded_sources(
     }
 
 
-RECORDED = ("checkpoint args", "the run's recipe", "the loaded head")
+RECORDED = (ARGS_ORIGIN, RUN_ORIGIN, "the loaded head")
 """How the notes of values the starting weights brought begin."""
 
 
