@@ -168,3 +168,9 @@ def _longest(
         middle = (low + high + 1) // 2
         low, high = (middle, high) if cost(middle) <= seconds else (low, middle - 1)
     return low
+
+
+def epochs_note(budget: str | None, epochs: float) -> str:
+    """``config.yaml``'s note on the ``epochs`` a budget became (fractional when the run
+    ends inside an epoch)."""
+    return f"budget {budget}: {epochs:.3g} epochs"

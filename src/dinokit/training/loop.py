@@ -35,7 +35,7 @@ from ..dino import (
 from ..runtime import distributed
 from ..runtime.distributed import ProcessInfo, all_gather_objects
 from ..runtime.precision import autocast_context
-from .budget import BudgetClock
+from .budget import BudgetClock, epochs_note
 from .checkpoint import LAST_CHECKPOINT, save_checkpoint
 from .config import write_run_config
 from .data import EpochBatchSampler, SeededViews, epoch_loader
@@ -173,7 +173,7 @@ def _refit(
         epochs=math.ceil(total / per_epoch),
         warmup_epochs=warmup / per_epoch,
         sources=config.sources
-        | {"steps": note, "epochs": f"budget {config.budget}: {total / per_epoch:.3g} epochs"},
+        | {"steps": note, "epochs": epochs_note(config.budget, total / per_epoch)},
     )
     log.set_total_steps(total)
     if process.is_main:

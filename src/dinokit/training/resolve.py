@@ -29,7 +29,7 @@ from ..dino.head import HeadShape
 from ..dino.koleo import DINOV2_KOLEO_WEIGHT
 from ..models.factory import NO_WEIGHTS
 from ..runtime.precision import resolve_precision
-from .budget import parse_budget, steps_for_time
+from .budget import epochs_note, parse_budget, steps_for_time
 from .config import ResolvedConfig, TrainConfig, is_fine_tuning
 from .data import steps_per_epoch
 from .recipe import ARGS_ORIGIN, RECIPE_ARGS, RUN_ORIGIN, momentum_for_batch, show
@@ -165,7 +165,7 @@ def resolve_config(
                 values[name], sources[name] = value, source
     values["epochs"] = math.ceil(facts.steps / facts.steps_per_epoch)
     if request.budget is not None:
-        sources["epochs"] = f"budget {request.budget}: {facts.run_epochs:.3g} epochs"
+        sources["epochs"] = epochs_note(request.budget, facts.run_epochs)
     values["precision"] = resolve_precision(request.precision, device or torch.device("cpu"))
     if request.precision == "auto":
         sources["precision"] = f"{values['precision']} on this machine"
